@@ -1,0 +1,65 @@
+"""``data``: the convert stage (OpenAI-messages JSON/JSONL -> verl parquet)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from registry.spec.base import SpecModel
+
+
+class SyntheticDataSpec(SpecModel):
+    """A deterministic synthetic tool-calling dataset (see runners/synth_data.py)."""
+
+    num_records: int = Field(400, ge=1, le=10_000_000, description="How many records to generate.")
+    seed: int = Field(0, description="Generator seed; same seed -> identical records.")
+    tool_response_fraction: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="Fraction of records that contain an earlier tool call + tool-response turn.",
+    )
+
+
+class DataSpec(SpecModel):
+    """Convert stage: OpenAI-style ``messages`` records -> ``train.parquet`` + ``test.parquet``
+    with verl's columns (data_source, prompt, ability, reward_model, extra_info)."""
+
+    source: str | None = Field(
+        None,
+        description="Path to a JSON (list of records) or JSONL file of records with `messages` "
+        "(and optional `tools`); relative paths are resolved from the project root. "
+        "Environment variables ($VAR) are expanded at run time.",
+    )
+    synthetic: SyntheticDataSpec | None = Field(
+        None, description="Generate a synthetic tool-calling dataset instead of reading `source`."
+    )
+    format: Literal["auto", "json", "jsonl"] = Field(
+        "auto", description="Input format; `auto` decides by extension (.jsonl) or first byte."
+    )
+    max_samples: int | None = Field(
+        1000, ge=1, description="Keep at most this many valid records (after shuffling); null = all."
+    )
+    shuffle: bool = Field(True, description="Shuffle records (seeded) before splitting.")
+    test_size: float = Field(0.05, gt=0.0, lt=1.0, description="Fraction of records in test.parquet.")
+    seed: int = Field(42, description="Seed for shuffle and split; same input + seed -> identical parquet.")
+    data_source: str = Field("hardgen", description="Value of the `data_source` column (verl routes rewards by it).")
+    ability: str = Field("function_call", description="Value of the `ability` column.")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="Bad records (no messages, last turn not assistant, broken JSON): `fail` stops "
+        "with the file and record index; `skip` drops them and logs a count and a sample.",
+    )
+    tokenizer: str | None = Field(
+        None, description="Optional local tokenizer directory for token-length statistics."
+    )
+    batch_size: int = Field(
+        2000, ge=1, description="Records held in memory at once while streaming the input."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSpec":
+        if (self.source is None) == (self.synthetic is None):
+            raise ValueError(
+                "set exactly one of `source` (a JSON/JSONL file) or `synthetic` (generated data)"
+            )
+        return self

@@ -1,0 +1,20 @@
+"""``merge``: turn the final policy into a standard HF model directory and log it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from registry.spec.base import SpecModel
+
+
+class MergeSpec(SpecModel):
+    step: int | None = Field(None, ge=1, description="Checkpoint step to merge; null = the newest.")
+    log_mode: Literal["auto", "reference", "copy"] = Field(
+        "auto",
+        description="How the model reaches MLflow: `reference` logs a sha256 manifest + path, `copy` "
+        "uploads the files, `auto` copies models under 200 MB and references larger ones.",
+    )
+    register_model: bool = Field(False, description="Register the model in the MLflow model registry.")
+    registered_name: str | None = Field(None, description="Registry name; default = the spec name.")

@@ -1,0 +1,90 @@
+"""The whole experiment spec: metadata, the pipeline, and one optional section per stage."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from registry.spec.base import SpecModel
+from registry.spec.data import DataSpec
+from registry.spec.entropy import EntropySpec
+from registry.spec.eval import EvalSpec
+from registry.spec.generate import GenerateSpec
+from registry.spec.merge import MergeSpec
+from registry.spec.model import ModelSpec
+from registry.spec.reward import RewardSpec
+from registry.spec.sft import SFTSpec
+from registry.spec.train import TrainSpec
+
+SPEC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+StageName = Literal["convert", "sft", "train", "merge", "eval", "entropy", "generate"]
+
+# Canonical order; a spec's `pipeline` may pick a subset, in this order.
+STAGE_ORDER: tuple[str, ...] = ("convert", "sft", "train", "merge", "eval", "entropy", "generate")
+# The spec section that configures each stage.
+STAGE_SECTION: dict[str, str] = {
+    "convert": "data", "sft": "sft", "train": "train", "merge": "merge",
+    "eval": "eval", "entropy": "entropy", "generate": "generate",
+}
+
+
+class Spec(SpecModel):
+    """One experiment. ``extends: <name>`` deep-merges this file over the named spec (mappings
+    merge, lists replace). Stages whose section is absent do not run."""
+
+    name: str = Field(description="Spec name; defaults to the file name without .yaml (never inherited).")
+    extends: str | None = Field(None, description="Parent spec name this one is merged over.")
+    description: str = Field("", description="What this experiment tests, in a sentence.")
+    experiment: str = Field("rl-registry", description="MLflow experiment the runs land in.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags on the parent run.")
+    seed: int = Field(42, description="Global seed (stages have their own seeds too).")
+    pipeline: list[StageName] | None = Field(
+        None,
+        description="Stages to run, in canonical order convert → sft → train → merge → eval → "
+        "entropy → generate. Null = every stage whose section is present.",
+    )
+    data: DataSpec | None = Field(None, description="convert stage: messages JSON/JSONL → verl parquet.")
+    model: ModelSpec | None = Field(None, description="The policy model (path or tiny).")
+    reward: RewardSpec = Field(default_factory=RewardSpec, description="Reward function.")
+    sft: SFTSpec | None = Field(None, description="sft stage: supervised warm start.")
+    train: TrainSpec | None = Field(None, description="train stage: GRPO/EGPO.")
+    merge: MergeSpec | None = Field(None, description="merge stage: final HF model directory + MLflow model.")
+    eval: EvalSpec | None = Field(None, description="eval stage: tool-call accuracy with repeats.")
+    entropy: EntropySpec | None = Field(None, description="entropy stage: entropy after tool calls.")
+    generate: GenerateSpec | None = Field(None, description="generate stage: q* optimal sampling.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, v: str) -> str:
+        if not SPEC_NAME_RE.match(v):
+            raise ValueError(f"'{v}' is not a valid spec name (use letters, digits, '.', '_', '-')")
+        return v
+
+    @model_validator(mode="after")
+    def _pipeline_consistent(self) -> "Spec":
+        stages = self.stages()
+        for stage in stages:
+            if getattr(self, STAGE_SECTION[stage]) is None:
+                raise ValueError(
+                    f"pipeline lists '{stage}' but the spec has no `{STAGE_SECTION[stage]}` section "
+                    f"(add `{STAGE_SECTION[stage]}: {{}}` to run it with defaults, or drop it from pipeline)"
+                )
+        if self.pipeline is not None:
+            if len(set(self.pipeline)) != len(self.pipeline):
+                raise ValueError("pipeline lists a stage twice (each stage runs once)")
+        needs_model = {"sft", "train"} & set(stages)
+        if needs_model and self.model is None:
+            raise ValueError(f"stage(s) {sorted(needs_model)} need a `model` section (path or tiny)")
+        if {"sft", "train"} & set(stages) and "convert" not in stages:
+            raise ValueError("sft/train read the convert stage's parquet: add a `data` section")
+        return self
+
+    def stages(self) -> list[str]:
+        """The stages this spec runs, in canonical order."""
+        if self.pipeline is not None:
+            chosen = set(self.pipeline)
+            return [s for s in STAGE_ORDER if s in chosen]
+        return [s for s in STAGE_ORDER if getattr(self, STAGE_SECTION[s]) is not None]

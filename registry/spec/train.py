@@ -1,0 +1,101 @@
+"""``train``: RL post-training (GRPO / EGPO), builtin torch trainer or verl."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from registry.spec.base import SpecModel
+from registry.spec.verl import VerlSpec
+
+EGPO_ESTIMATORS = ("egpo", "egpo_token")
+
+
+class AlgorithmSpec(SpecModel):
+    """Advantage estimator and policy-loss settings (verl names where verl has them)."""
+
+    adv_estimator: Literal["grpo", "egpo", "egpo_token"] = Field(
+        "grpo",
+        description="`grpo` (verl semantics); `egpo` sequence-level entropy bonus (Hao et al. 2025); "
+        "`egpo_token` token-level bonus (Cheng et al. 2025).",
+    )
+    norm_adv_by_std_in_grpo: bool = Field(True, description="Divide by the group std (false: mean-centre only).")
+    egpo_lambda: float | None = Field(
+        None, ge=0, description="EGPO λ: bonus = min(λ·H, |A|/α). Only for egpo estimators (default 0.4)."
+    )
+    egpo_alpha: float | None = Field(
+        None, gt=1, description="EGPO α (>1 so the bonus never flips a sign). Only for egpo estimators (default 2.0)."
+    )
+    entropy_scope: Literal["think", "response"] = Field(
+        "think",
+        description="Tokens whose mean entropy feeds the EGPO bonus: the `<think>…</think>` span "
+        "(the paper) or the whole response (the hardtry verl8 bug).",
+    )
+    use_kl_loss: bool = Field(True, description="Add a KL loss against the frozen reference policy.")
+    kl_loss_coef: float = Field(0.001, ge=0, description="KL loss weight.")
+    kl_loss_type: Literal["low_var_kl", "kl", "mse"] = Field("low_var_kl", description="KL estimator.")
+    entropy_coeff: float = Field(0.0, description="Entropy regularisation weight (verl's entropy_coeff).")
+    clip_ratio_low: float = Field(0.20, ge=0, description="PPO clip ε below 1.")
+    clip_ratio_high: float = Field(0.28, ge=0, description="PPO clip ε above 1 (clip-higher).")
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-mean"] = Field("token-mean", description="Loss aggregation.")
+
+    @model_validator(mode="after")
+    def _egpo_keys(self) -> "AlgorithmSpec":
+        if self.adv_estimator in EGPO_ESTIMATORS:
+            if self.egpo_lambda is None:
+                self.egpo_lambda = 0.4
+            if self.egpo_alpha is None:
+                self.egpo_alpha = 2.0
+        elif self.egpo_lambda is not None or self.egpo_alpha is not None:
+            raise ValueError(
+                f"egpo_lambda/egpo_alpha only apply to egpo estimators, not '{self.adv_estimator}' "
+                "(remove them, or set adv_estimator: egpo)"
+            )
+        return self
+
+
+class RolloutSpec(SpecModel):
+    """Sampling of the responses that get scored."""
+
+    n: int = Field(4, ge=1, description="Responses sampled per prompt (group size).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    max_prompt_length: int = Field(9216, ge=8, description="Longer prompts are filtered out.")
+    max_response_length: int = Field(1024, ge=1, description="New tokens per response.")
+
+
+class OptimizerSpec(SpecModel):
+    lr: float = Field(1e-6, gt=0, description="Actor learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="LR schedule after warmup.")
+    grad_clip: float = Field(1.0, gt=0, description="Max gradient norm.")
+
+
+class TrainSpec(SpecModel):
+    """RL stage. Batch semantics follow verl: ``train_batch_size`` prompts per step, each sampled
+    ``rollout.n`` times, updated in mini-batches of ``ppo_mini_batch_size`` prompts."""
+
+    backend: Literal["builtin", "verl"] = Field("builtin", description="`builtin` torch trainer or `verl` on Ray.")
+    algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    train_batch_size: int = Field(64, ge=1, description="Prompts per training step.")
+    ppo_mini_batch_size: int = Field(64, ge=1, description="Prompts per optimizer mini-batch.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    total_epochs: int = Field(1, ge=1, description="Passes over the training data.")
+    total_training_steps: int | None = Field(None, ge=1, description="Stop after this many steps (null: epochs decide).")
+    save_freq: int = Field(50, ge=-1, description="Checkpoint every N steps (-1: never).")
+    test_freq: int = Field(50, ge=-1, description="Validate every N steps (-1: never).")
+    seed: int = Field(42, description="Training seed.")
+    verl: VerlSpec = Field(default_factory=VerlSpec, description="verl launch settings (backend: verl).")
+
+    @model_validator(mode="after")
+    def _batches_divide(self) -> "TrainSpec":
+        if self.train_batch_size % self.ppo_mini_batch_size:
+            raise ValueError(
+                f"train_batch_size ({self.train_batch_size}) must be a multiple of "
+                f"ppo_mini_batch_size ({self.ppo_mini_batch_size}); lower ppo_mini_batch_size"
+            )
+        return self
