@@ -1,0 +1,1 @@
+"""Math and helpers shared by several stages (no stage logic here)."""

@@ -1,0 +1,88 @@
+"""Shared fixtures: real MLflow sqlite stores (a migrated template copied per test, because
+creating a fresh store runs MLflow's schema migration, ~seconds), trackers and stage contexts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def _store_template(tmp_path_factory) -> Path:
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
+    client.search_experiments()  # creates + migrates the schema once
+    return path
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path, _store_template, monkeypatch) -> str:
+    """A fresh, migrated sqlite store; MLFLOW_TRACKING_URI points at it for the test."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(_store_template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture()
+def tracker(mlflow_uri):
+    """A real Tracker on a fresh run in a fresh store (``tracker.client`` to read it back)."""
+    import mlflow
+
+    from registry.tracking import Tracker
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.create_experiment("test")
+    run = client.create_run(exp)
+    t = Tracker(client, run.info.run_id)
+    yield t
+    t.flush()
+
+
+@pytest.fixture()
+def null_tracker():
+    from registry.tracking import NullTracker
+
+    return NullTracker()
+
+
+@pytest.fixture()
+def make_ctx(tmp_path, null_tracker):
+    """Factory for a StageContext around a spec (dict or Spec) with a NullTracker by default."""
+    from registry.context import StageContext
+    from registry.spec import Spec
+
+    def _make(stage: str, spec, inputs=None, tracker=None, name: str = "ctx") -> StageContext:
+        if isinstance(spec, dict):
+            spec = Spec.model_validate({"name": "test", **spec})
+        out = tmp_path / f"{name}-{stage}-out"
+        work = tmp_path / f"{name}-{stage}-work"
+        out.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        return StageContext(
+            stage=stage, spec=spec, out_dir=out, work_dir=work, inputs=dict(inputs or {}),
+            tracker=tracker or null_tracker, project_root=ROOT,
+        )
+
+    return _make
