@@ -1,0 +1,88 @@
+"""The stage cache. A stage's key = sha256(its spec payload, its inputs' digests, its runner's
+source version). A FINISHED stage run with that key whose recorded outputs still exist with the
+same digests is reused instead of re-running the stage."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from registry.hashing import code_version, digest_path, sha256_json
+from registry.stages import STAGES, stage_spec_payload
+
+if TYPE_CHECKING:
+    from registry.spec import Spec
+
+TAG_KEY = "rlreg.cache_key"
+TAG_OUTPUTS = "rlreg.outputs"
+TAG_HEADLINE = "rlreg.headline"
+TAG_HIT = "rlreg.cache_hit"
+
+
+def stage_key(stage: str, spec: "Spec", input_digests: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The cache key and the payload it hashes (logged with the run for transparency)."""
+    module = STAGES[stage].runner(spec)
+    payload = {
+        "stage": stage,
+        "spec": stage_spec_payload(stage, spec),
+        "inputs": dict(sorted(input_digests.items())),
+        "code": {module: code_version(module)},
+    }
+    return sha256_json(payload), payload
+
+
+@dataclass
+class CachedStage:
+    run_id: str
+    outputs: dict[str, Path]
+    digests: dict[str, str]
+    metrics: dict[str, float]
+
+
+def find_cached(client: Any, experiment_ids: list[str], key: str) -> CachedStage | None:
+    """Newest FINISHED stage run with this key whose outputs are intact, or None."""
+    if not experiment_ids:
+        return None
+    runs = client.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for run in runs:
+        hit = _usable(run)
+        if hit is not None:
+            return hit
+    return None
+
+
+def _usable(run: Any) -> CachedStage | None:
+    tags = run.data.tags
+    try:
+        recorded = json.loads(tags.get(TAG_OUTPUTS, ""))
+        metrics = json.loads(tags.get(TAG_HEADLINE, "{}"))
+    except json.JSONDecodeError:
+        return None
+    outputs, digests = {}, {}
+    for name, entry in recorded.items():
+        path = Path(entry["path"])
+        if not path.exists():
+            return None  # produced on another machine or cleaned up: recompute
+        # Cheap check first (size/mtime could lie); the digest is the contract.
+        if digest_path(path) != entry["digest"]:
+            return None
+        outputs[name] = path
+        digests[name] = entry["digest"]
+    origin = tags.get(TAG_HIT) or run.info.run_id
+    return CachedStage(run_id=origin, outputs=outputs, digests=digests, metrics=metrics)
+
+
+def outputs_tag(outputs: dict[str, Path], digests: dict[str, str]) -> str:
+    return json.dumps({n: {"path": str(p), "digest": digests[n]} for n, p in outputs.items()}, sort_keys=True)
+
+
+def host() -> str:
+    return socket.gethostname()

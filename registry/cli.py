@@ -1,0 +1,247 @@
+"""The ``rlreg`` command line (also ``python -m registry``).
+
+Errors print ``Error: <file>: <dotted.path>: <what is wrong> (<the fix>)`` and exit 2 for spec/usage
+problems, 1 for a stage that failed; never a traceback (set RLREG_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from registry.errors import RlregError, SpecError, UsageError
+
+# Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
+LAZY_COMMANDS = {
+    "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
+    "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
+    "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+}
+
+
+class RlregGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS:
+            target, _ = LAZY_COMMANDS[name]
+            module, attr = target.split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                @click.command(name=name, help=LAZY_COMMANDS[name][1])
+                def unavailable():
+                    raise click.ClickException(f"'{name}' is unavailable in this checkout ({exc})")
+
+                return unavailable
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RlregError as exc:
+            lines = exc.problems if isinstance(exc, SpecError) else [exc.message]
+            for line in lines:
+                click.echo(f"Error: {line}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted; runs in progress were marked KILLED", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # last resort: a clear line, not a traceback
+            if os.environ.get("RLREG_DEBUG"):
+                raise
+            click.echo(f"Error: {type(exc).__name__}: {exc} (set RLREG_DEBUG=1 for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=RlregGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rl-registry", prog_name="rlreg")
+def main() -> None:
+    """rl-registry: declarative, MLflow-tracked experiment specs for LLM RL post-training.
+
+    A spec is specs/<name>.yaml; `extends: <name>` inherits from another spec.
+    """
+
+
+# -- list / show / validate / schema ---------------------------------------------------------------
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(as_json: bool) -> None:
+    """List the specs in specs/ with their stages."""
+    from registry.loader import list_specs, load_spec
+
+    rows = []
+    for path in list_specs():
+        try:
+            loaded = load_spec(path)
+            rows.append({"name": loaded.name, "extends": loaded.spec.extends, "stages": loaded.spec.stages(),
+                         "description": loaded.spec.description, "valid": True})
+        except RlregError as exc:
+            rows.append({"name": path.stem, "extends": None, "stages": [], "description": "",
+                         "valid": False, "error": str(exc).splitlines()[0]})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max([len(r["name"]) for r in rows] + [4])
+    for r in rows:
+        stages = " → ".join(r["stages"]) if r["valid"] else "INVALID (rlreg validate " + r["name"] + ")"
+        parent = f" (extends {r['extends']})" if r["extends"] else ""
+        click.echo(f"{r['name']:<{width}}  {stages}{parent}")
+        if r["description"]:
+            click.echo(f"{'':<{width}}  {r['description']}")
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--resolved", is_flag=True, help="Show the spec after `extends` and defaults.")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+def show(spec: str, resolved: bool, fmt: str) -> None:
+    """Print a spec (as written, or --resolved)."""
+    from registry.loader import load_spec, read_yaml
+    from registry.pipeline import overrides
+
+    loaded = load_spec(spec)
+    data: Any = loaded.spec.model_dump(mode="json") if resolved else read_yaml(loaded.path)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    import yaml
+
+    if resolved:
+        chain = " <- ".join(p.stem for p in loaded.chain)
+        click.echo(f"# resolved: {chain}")
+        for line in overrides(loaded):
+            click.echo(f"# override {line}")
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@main.command()
+@click.argument("specs", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def validate(specs: tuple[str, ...], as_json: bool) -> None:
+    """Validate specs (no argument: every spec in specs/). Exit 2 if any is invalid."""
+    from registry.loader import list_specs, load_spec
+    from registry.validation import display_path
+
+    refs: list[Any] = list(specs) or list_specs()
+    results, failed = [], 0
+    for ref in refs:
+        label = display_path(ref) if isinstance(ref, Path) else ref
+        try:
+            loaded = load_spec(ref)
+            results.append({"spec": label, "valid": True, "stages": loaded.spec.stages()})
+            if not as_json:
+                click.echo(f"ok  {display_path(loaded.path)}  ({' → '.join(loaded.spec.stages()) or 'no stages'})")
+        except RlregError as exc:
+            failed += 1
+            problems = exc.problems if isinstance(exc, SpecError) else [exc.message]
+            results.append({"spec": label, "valid": False, "errors": problems})
+            if not as_json:
+                for line in problems:
+                    click.echo(f"Error: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    if failed:
+        sys.exit(2)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+def schema(output: Path | None) -> None:
+    """Write the JSON Schema of a spec (editors validate specs with it)."""
+    from registry.schema import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+# -- diff -----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--all", "show_all", is_flag=True, help="Show unchanged keys too.")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True)
+def diff(a: str, b: str, show_all: bool, fmt: str) -> None:
+    """Key-aware diff of two resolved specs (spec names, .yaml paths or MLflow run ids)."""
+    from registry.diff import diff_specs, fmt as fmt_value
+    from registry.specref import resolved_spec_dict
+
+    left, right = resolved_spec_dict(a), resolved_spec_dict(b)
+    changes = diff_specs(left, right, include_same=show_all)
+    if fmt == "json":
+        click.echo(json.dumps([{"key": c.key, "kind": c.kind, "a": None if c.kind == "added" else c.left,
+                                "b": None if c.kind == "removed" else c.right} for c in changes], indent=2, default=str))
+        return
+    if not changes:
+        click.echo(f"{a} and {b} resolve to the same spec")
+        return
+    if fmt == "md":
+        click.echo(f"| key | {a} | {b} |\n|---|---|---|")
+        for c in changes:
+            click.echo(f"| `{c.key}` | {fmt_value(c.left)} | {fmt_value(c.right)} |")
+        return
+    width = max(len(c.key) for c in changes)
+    for c in changes:
+        mark = {"changed": "~", "added": "+", "removed": "-", "same": " "}[c.kind]
+        click.echo(f"{mark} {c.key:<{width}}  {fmt_value(c.left)}  ->  {fmt_value(c.right)}")
+
+
+# -- run ------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("spec")
+@click.option("--stages", help="Comma-separated subset of the spec's stages to run (earlier outputs come from the cache).")
+@click.option("--force", is_flag=True, help="Re-run stages even when a cached result exists.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (and e.g. the verl command) without running.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool) -> None:
+    """Run a spec: one parent MLflow run, one child run per stage, cached stages reused."""
+    from registry.loader import load_spec
+    from registry.pipeline import Pipeline, overrides, plan_lines, select_stages
+    from registry.stages import load_runner
+
+    loaded = load_spec(spec)
+    only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    chain = " <- ".join(p.stem for p in loaded.chain)
+    echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    echo(f"Spec {loaded.name}: {chain}")
+    for line in overrides(loaded):
+        echo(f"  override {line}")
+    echo("Stages:")
+    for line in plan_lines(loaded, only):
+        echo(line)
+    if dry_run:
+        for stage in select_stages(loaded, only):
+            runner = load_runner(stage, loaded.spec)
+            describe = getattr(runner, "describe", None)
+            if describe is not None:
+                from registry.stages import STAGES
+
+                echo(f"\n--- {stage} ---")
+                echo(describe(getattr(loaded.spec, STAGES[stage].section), loaded.spec))
+        return
+    summary = Pipeline(loaded, stages=only, force=force, echo=echo).run()
+    echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
+    for s in summary.stages:
+        for k, v in s.metrics.items():
+            echo(f"  {k} = {v:.6g}")
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
+
+_ = UsageError

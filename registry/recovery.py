@@ -1,0 +1,53 @@
+"""Find runs left RUNNING by a process that no longer exists (SIGKILL, OOM, power loss) and mark
+them KILLED with a note, so the store never shows a dead run as running.
+
+Each run records ``rlreg.pid`` and ``rlreg.host``; only runs of this host are judged (a pid on
+another machine means nothing here).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from registry.cache import host
+from registry.store import all_experiment_ids
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def reap_dead_runs(client: Any) -> list[str]:
+    exp_ids = all_experiment_ids(client)
+    if not exp_ids:
+        return []
+    runs = client.search_runs(
+        experiment_ids=exp_ids,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`rlreg.host` = '{host()}'",
+        max_results=1000,
+    )
+    reaped = []
+    for run in runs:
+        try:
+            pid = int(run.data.tags.get("rlreg.pid", "0"))
+        except ValueError:
+            continue
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        client.set_tag(run.info.run_id, "rlreg.note", f"process {pid} on {host()} died without finishing; marked KILLED")
+        client.set_terminated(run.info.run_id, "KILLED")
+        reaped.append(run.info.run_id)
+    return reaped
