@@ -86,3 +86,19 @@ def make_ctx(tmp_path, null_tracker):
         )
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained tiny Qwen2 model dir (default TinyModelSpec) whose tokenizer was trained on
+    64 synthetic tool-calling conversations. Read-only: copy it before writing into it."""
+    from registry.spec.model import TinyModelSpec
+    from runners.modeling import build_tiny_model, render_record_text
+    from runners.synth_data import generate_records
+
+    texts = [
+        render_record_text({"messages": r["messages"][:-1], "ground_truth": r["messages"][-1]["content"],
+                            "tools": r.get("tools")})
+        for r in generate_records(64, seed=0)
+    ]
+    return build_tiny_model(TinyModelSpec(), texts, tmp_path_factory.mktemp("tiny-model") / "model")
