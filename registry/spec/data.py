@@ -18,6 +18,18 @@ class SyntheticDataSpec(SpecModel):
         0.25, ge=0.0, le=1.0,
         description="Fraction of records that contain an earlier tool call + tool-response turn.",
     )
+    two_call_fraction: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="Fraction of records whose answer holds two tool calls (two requests in one turn).",
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SyntheticDataSpec":
+        if self.tool_response_fraction + self.two_call_fraction > 1.0:
+            raise ValueError(
+                "tool_response_fraction + two_call_fraction must be at most 1 (lower one of them)"
+            )
+        return self
 
 
 class DataSpec(SpecModel):

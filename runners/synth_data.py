@@ -1,0 +1,249 @@
+"""A deterministic synthetic tool-calling dataset in the shape of the user's
+``hardgen_openai_messages_fc.json``: a JSON list of ``{"messages": [...], "tools": [...]}``.
+
+Everything here is generated from templates (no real user data). The right call follows from the
+user turn by simple rules a ~400k-parameter model can learn: "What's the weather in Paris in
+celsius?" → ``get_weather(city="Paris", unit="celsius")``. Optional arguments appear in the call
+only when the user mentions them. Some records ask for two things (two calls in one answer); some
+carry an earlier assistant tool call and a ``tool`` response whose value the final call must copy
+(e.g. a user id looked up first). The final assistant turn is always
+``<think>SHORT REASONING</think>\\n\\n<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>``.
+
+Record ``i`` of seed ``s`` depends only on ``(s, i)``, so a larger dataset starts with the smaller
+one. CLI: ``python -m runners.synth_data --num-records N --seed S -o file.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+SYSTEM_PROMPT = "You are a helpful assistant. Answer by calling the right tool."
+
+CITIES = ["Paris", "Tokyo", "Berlin", "Rome", "Madrid", "Cairo", "Lima", "Oslo", "Seoul", "Sydney", "Toronto", "Dublin"]
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar"]
+CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CNY"]
+LANGUAGES = ["french", "german", "spanish", "japanese", "chinese"]
+PHRASES = ["good morning", "thank you", "where is the station", "see you tomorrow", "how much is this"]
+ORDER_STATUS = ["open", "shipped", "delivered"]
+CABINS = ["economy", "business", "first"]
+SUBJECTS = ["meeting", "invoice", "holiday", "report", "lunch"]
+LANDMARKS = {"Eiffel Tower": "Paris", "Colosseum": "Rome", "Brandenburg Gate": "Berlin", "Opera House": "Sydney",
+             "Pyramids": "Cairo", "CN Tower": "Toronto", "Tokyo Tower": "Tokyo", "Prado": "Madrid"}
+
+
+def _fn(name: str, description: str, properties: dict[str, dict], required: list[str]) -> dict:
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": {
+        "type": "object", "properties": properties, "required": required}}}
+
+
+TOOLS: dict[str, dict] = {t["function"]["name"]: t for t in [
+    _fn("get_weather", "Current weather or a forecast for a city.", {
+        "city": {"type": "string", "description": "City name."},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "Temperature unit."},
+        "days": {"type": "integer", "description": "Forecast length in days (optional)."},
+    }, ["city", "unit"]),
+    _fn("convert_currency", "Convert an amount between currencies.", {
+        "amount": {"type": "number", "description": "Amount to convert."},
+        "from_currency": {"type": "string", "enum": CURRENCIES},
+        "to_currency": {"type": "string", "enum": CURRENCIES},
+    }, ["amount", "from_currency", "to_currency"]),
+    _fn("set_alarm", "Set an alarm.", {
+        "hour": {"type": "integer", "description": "Hour, 0-23."},
+        "minute": {"type": "integer", "description": "Minute, 0-59."},
+        "repeat_daily": {"type": "boolean", "description": "Repeat every day."},
+        "label": {"type": "string", "description": "Optional label."},
+    }, ["hour", "minute", "repeat_daily"]),
+    _fn("search_flights", "Search flights between two cities on a date.", {
+        "origin": {"type": "string"}, "destination": {"type": "string"},
+        "date": {"type": "string", "description": "YYYY-MM-DD."},
+        "nonstop": {"type": "boolean"},
+        "cabin": {"type": "string", "enum": CABINS, "description": "Optional cabin class."},
+    }, ["origin", "destination", "date", "nonstop"]),
+    _fn("send_email", "Send an email to a user.", {
+        "to": {"type": "string"}, "subject": {"type": "string"}, "urgent": {"type": "boolean"},
+    }, ["to", "subject", "urgent"]),
+    _fn("translate_text", "Translate a short text.", {
+        "text": {"type": "string"}, "target_language": {"type": "string", "enum": LANGUAGES},
+    }, ["text", "target_language"]),
+    _fn("lookup_user", "Find a user's id by name.", {"name": {"type": "string"}}, ["name"]),
+    _fn("get_orders", "List a user's orders.", {
+        "user_id": {"type": "integer"}, "status": {"type": "string", "enum": ORDER_STATUS},
+    }, ["user_id", "status"]),
+    _fn("find_landmark", "Find the city a landmark is in.", {"name": {"type": "string"}}, ["name"]),
+]}
+
+Call = dict[str, Any]
+Task = tuple[str, str, list[Call]]  # (user text, reasoning, calls)
+
+
+def _call(function: str, **arguments: Any) -> Call:
+    return {"name": function, "arguments": arguments}
+
+
+# -- single-call templates: each returns (user text, reasoning, [call]) ---------------------------
+def _weather(r: random.Random) -> Task:
+    city, unit = r.choice(CITIES), r.choice(["celsius", "fahrenheit"])
+    if r.random() < 0.4:
+        days = r.randint(2, 7)
+        return (f"Give me the {days}-day forecast for {city} in {unit}.",
+                f"A {days}-day forecast for {city} in {unit}: get_weather with days.",
+                [_call("get_weather", city=city, unit=unit, days=days)])
+    return (r.choice([f"What's the weather in {city} in {unit}?", f"How warm is it in {city}? Use {unit}."]),
+            f"The user wants the weather in {city} in {unit}.",
+            [_call("get_weather", city=city, unit=unit)])
+
+
+def _currency(r: random.Random) -> Task:
+    src, dst = r.sample(CURRENCIES, 2)
+    amount = r.choice([float(r.randint(1, 500)), r.randint(1, 999) + 0.5])
+    return (f"Convert {amount:g} {src} to {dst}.", f"Convert {amount:g} from {src} to {dst}.",
+            [_call("convert_currency", amount=amount, from_currency=src, to_currency=dst)])
+
+
+def _alarm(r: random.Random) -> Task:
+    hour, minute, daily = r.randint(0, 23), r.choice([0, 5, 15, 30, 45]), r.random() < 0.5
+    when = "repeating daily" if daily else "just once"
+    args: dict[str, Any] = {"hour": hour, "minute": minute, "repeat_daily": daily}
+    text = f"Set an alarm for {hour}:{minute:02d}, {when}."
+    if r.random() < 0.4:
+        args["label"] = r.choice(["gym", "meds", "call mom", "standup"])
+        text = f"Set an alarm for {hour}:{minute:02d} called {args['label']}, {when}."
+    return text, f"An alarm at {hour}:{minute:02d}, repeat_daily={str(daily).lower()}.", [_call("set_alarm", **args)]
+
+
+def _flights(r: random.Random) -> Task:
+    origin, dest = r.sample(CITIES, 2)
+    date = f"2025-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}"
+    nonstop = r.random() < 0.5
+    args: dict[str, Any] = {"origin": origin, "destination": dest, "date": date, "nonstop": nonstop}
+    kind = "nonstop flights" if nonstop else "flights"
+    cabin = ""
+    if r.random() < 0.4:
+        args["cabin"] = r.choice(CABINS)
+        cabin = f" in {args['cabin']}"
+    return (f"Find {kind} from {origin} to {dest} on {date}{cabin}.",
+            f"Search flights {origin} to {dest} on {date}, nonstop={str(nonstop).lower()}.",
+            [_call("search_flights", **args)])
+
+
+def _email(r: random.Random) -> Task:
+    to, subject, urgent = r.choice(NAMES), r.choice(SUBJECTS), r.random() < 0.3
+    text = f"Email {to} about the {subject}" + (", it's urgent." if urgent else ".")
+    return text, f"Send {to} an email about {subject}.", [_call("send_email", to=to, subject=subject, urgent=urgent)]
+
+
+def _translate(r: random.Random) -> Task:
+    phrase, lang = r.choice(PHRASES), r.choice(LANGUAGES)
+    return (f"Translate '{phrase}' into {lang}.", f"Translate the phrase into {lang}.",
+            [_call("translate_text", text=phrase, target_language=lang)])
+
+
+SINGLE_TASKS: list[Callable[[random.Random], Task]] = [_weather, _currency, _alarm, _flights, _email, _translate]
+
+
+# -- chained tasks: a first call, its tool response, then the final call that uses it ------------
+def _orders_chain(r: random.Random) -> tuple[str, Task, dict, Task]:
+    name, status, user_id = r.choice(NAMES), r.choice(ORDER_STATUS), r.randint(100, 9999)
+    user = f"Look up {name}'s account and list the {status} orders."
+    first = (user, f"I need {name}'s user id first.", [_call("lookup_user", **{"name": name})])
+    response = {"name": name, "user_id": user_id}
+    final = (user, f"The user id is {user_id}; now list {status} orders.",
+             [_call("get_orders", user_id=user_id, status=status)])
+    return user, first, response, final
+
+
+def _landmark_chain(r: random.Random) -> tuple[str, Task, dict, Task]:
+    landmark = r.choice(sorted(LANDMARKS))
+    city, unit = LANDMARKS[landmark], r.choice(["celsius", "fahrenheit"])
+    user = f"What's the weather at the {landmark} in {unit}?"
+    first = (user, f"I need the city of the {landmark} first.", [_call("find_landmark", name=landmark)])
+    response = {"landmark": landmark, "city": city}
+    final = (user, f"The {landmark} is in {city}; get its weather in {unit}.",
+             [_call("get_weather", city=city, unit=unit)])
+    return user, first, response, final
+
+
+CHAIN_TASKS = [_orders_chain, _landmark_chain]
+
+
+def render_answer(reasoning: str, calls: list[Call]) -> str:
+    """The assistant content: think block, blank line, one ``<tool_call>`` block per call."""
+    blocks = "\n".join(f"<tool_call>\n{json.dumps(c, ensure_ascii=False)}\n</tool_call>" for c in calls)
+    return f"<think>{reasoning}</think>\n\n{blocks}"
+
+
+def _tools_for(r: random.Random, used: list[str], distractors: int = 2) -> list[dict]:
+    # The needed tools plus a few others, in a seeded order: the model must pick by name.
+    others = [n for n in sorted(TOOLS) if n not in used]
+    names = sorted(set(used) | set(r.sample(others, min(distractors, len(others)))))
+    r.shuffle(names)
+    return [TOOLS[n] for n in names]
+
+
+def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two_call_fraction: float = 0.2) -> dict:
+    """Record ``index`` of the dataset for ``seed`` (independent of the other records)."""
+    r = random.Random(f"rlreg-synth:{seed}:{index}")
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPT}]
+    roll = r.random()
+    if roll < tool_response_fraction:
+        user, first, response, final = r.choice(CHAIN_TASKS)(r)
+        messages += [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": render_answer(first[1], first[2])},
+            {"role": "tool", "content": json.dumps(response, ensure_ascii=False)},
+        ]
+        calls, reasoning = final[2], final[1]
+        used = [first[2][0]["name"], calls[0]["name"]]
+    elif roll < tool_response_fraction + two_call_fraction:
+        (text_a, why_a, calls_a), (text_b, why_b, calls_b) = (t(r) for t in r.sample(SINGLE_TASKS, 2))
+        messages.append({"role": "user", "content": f"{text_a} Also: {text_b[0].lower()}{text_b[1:]}"})
+        calls, reasoning = calls_a + calls_b, f"Two requests. {why_a} {why_b}"
+        used = [c["name"] for c in calls]
+    else:
+        text, reasoning, calls = r.choice(SINGLE_TASKS)(r)
+        messages.append({"role": "user", "content": text})
+        used = [calls[0]["name"]]
+    messages.append({"role": "assistant", "content": render_answer(reasoning, calls)})
+    return {"messages": messages, "tools": _tools_for(r, used)}
+
+
+def generate_records(num_records: int, seed: int, tool_response_fraction: float = 0.25,
+                     two_call_fraction: float = 0.2) -> Iterator[dict]:
+    for i in range(num_records):
+        yield make_record(seed, i, tool_response_fraction, two_call_fraction)
+
+
+def write_json(path: str | Path, num_records: int, seed: int, tool_response_fraction: float = 0.25,
+               two_call_fraction: float = 0.2) -> Path:
+    """Write the dataset as one JSON array (one record per line), streaming: memory stays flat."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        f.write("[")
+        for i, rec in enumerate(generate_records(num_records, seed, tool_response_fraction, two_call_fraction)):
+            f.write(("\n" if i == 0 else ",\n") + json.dumps(rec, ensure_ascii=False))
+        f.write("\n]\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m runners.synth_data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-records", type=int, default=400, help="number of records")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed")
+    parser.add_argument("--tool-response-fraction", type=float, default=0.25,
+                        help="fraction with an earlier tool call + tool response")
+    parser.add_argument("--two-call-fraction", type=float, default=0.2, help="fraction answered with two calls")
+    parser.add_argument("-o", "--output", required=True, help="output .json file (a JSON array)")
+    args = parser.parse_args(argv)
+    if args.num_records < 1 or not (0 <= args.tool_response_fraction + args.two_call_fraction <= 1):
+        parser.error("--num-records must be >= 1 and the two fractions must sum to at most 1")
+    path = write_json(args.output, args.num_records, args.seed, args.tool_response_fraction, args.two_call_fraction)
+    print(f"wrote {args.num_records} records to {path}")
+
+
+if __name__ == "__main__":
+    main()
