@@ -4,23 +4,41 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from registry.spec.base import SpecModel
 
 
 class SFTSpec(SpecModel):
-    """Masked next-token loss on assistant turns, AdamW, checkpoints, eval loss on the test split."""
+    """Masked next-token loss on assistant turns, AdamW, checkpoints, eval loss on the test split.
+
+    Each example is the row's prompt plus its ground-truth answer as the final assistant turn,
+    rendered with the model's chat template. Defaults warm-start the CPU demo's tiny model
+    (docs/models.md has the measured format and reward rates)."""
 
     max_steps: int = Field(300, ge=1, description="Optimizer steps.")
     batch_size: int = Field(32, ge=1, description="Sequences per micro-batch.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x grad_accum).")
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate (3e-3 suits a tiny model from scratch; ~1e-5 for a real one).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="LR schedule after warmup.")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="LR schedule after warmup (cosine decays to 0 at max_steps).")
     warmup_steps: int = Field(10, ge=0, description="Linear warmup steps.")
     max_length: int = Field(512, ge=16, description="Truncate rendered conversations to this many tokens.")
     grad_clip: float = Field(1.0, gt=0, description="Max gradient norm.")
-    eval_every: int = Field(50, ge=1, description="Evaluate test loss every N steps.")
-    save_every: int = Field(100, ge=1, description="Checkpoint every N steps.")
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant",
+        description="Assistant turns in the loss: every one (earlier tool-calling turns too) or only the final answer.",
+    )
+    eval_every: int = Field(50, ge=1, description="Evaluate test loss every N steps (and at the end).")
+    eval_samples: int = Field(64, ge=1, description="Test records used for the eval loss.")
+    format_samples: int = Field(32, ge=0, description="Test prompts answered greedily at the end to measure sft/format_rate and sft/reward_rate (0: skip).")
+    save_every: int = Field(100, ge=1, description="Checkpoint every N steps into the stage's work dir; a rerun resumes from the newest.")
     seed: int = Field(0, description="Data order and dropout seed.")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "SFTSpec":
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps}); lower warmup_steps"
+            )
+        return self

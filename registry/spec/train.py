@@ -89,6 +89,22 @@ class TrainSpec(SpecModel):
     save_freq: int = Field(50, ge=-1, description="Checkpoint every N steps (-1: never).")
     test_freq: int = Field(50, ge=-1, description="Validate every N steps (-1: never).")
     seed: int = Field(42, description="Training seed.")
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="builtin: responses per forward/backward pass (gradient accumulation inside a "
+        "mini-batch, and the chunk for old/reference log-probs); null = a whole mini-batch at once. "
+        "Lower it when GPU memory runs out; the result does not change.",
+    )
+    generation_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="builtin: sequences per `generate` call during rollout; null = all "
+        "train_batch_size × rollout.n at once.",
+    )
+    val_max_prompts: int = Field(
+        64, ge=1, description="builtin: test-split prompts scored greedily every `test_freq` steps."
+    )
     verl: VerlSpec = Field(default_factory=VerlSpec, description="verl launch settings (backend: verl).")
 
     @model_validator(mode="after")

@@ -1,0 +1,91 @@
+"""The specs in specs/ validate, and verl7 vs verl8 differ exactly by the EGPO keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from registry.cli import main
+from registry.loader import list_specs, load_spec
+from registry.schema import spec_json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _in_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_shipped_spec_validates_and_points_at_schema(path):
+    loaded = load_spec(path)
+    assert loaded.spec.name == path.stem
+    assert path.read_text().startswith("# yaml-language-server: $schema=../docs/spec.schema.json")
+
+
+def test_validate_all_exits_zero():
+    r = CliRunner().invoke(main, ["validate"])
+    assert r.exit_code == 0, r.output
+    assert len([ln for ln in r.output.splitlines() if ln.startswith("ok ")]) == len(list_specs())
+
+
+def test_schema_file_is_current():
+    shipped = json.loads((ROOT / "docs" / "spec.schema.json").read_text())
+    assert shipped == spec_json_schema(), "run: rlreg schema -o docs/spec.schema.json"
+
+
+def test_schema_carries_descriptions():
+    schema = spec_json_schema()
+    algo = schema["$defs"]["AlgorithmSpec"]["properties"]
+    assert "λ" in algo["egpo_lambda"]["description"]
+    assert algo["adv_estimator"]["enum"] == ["grpo", "egpo", "egpo_token"]
+
+
+def _diff_keys(a, b):
+    r = CliRunner().invoke(main, ["diff", a, b, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return {row["key"] for row in json.loads(r.output)}
+
+
+def test_demo_pair_differs_only_by_egpo_keys():
+    keys = _diff_keys("demo-grpo", "demo-egpo")
+    egpo = {"train.algorithm.adv_estimator", "train.algorithm.egpo_lambda", "train.algorithm.egpo_alpha"}
+    assert egpo <= keys
+    assert keys - egpo <= {"name", "extends", "description"}
+
+
+@pytest.mark.skipif(not (ROOT / "specs" / "verl8.yaml").exists(), reason="verl specs not shipped yet")
+def test_verl_pair_differs_only_by_egpo_keys():
+    keys = _diff_keys("verl7", "verl8")
+    egpo = {"train.algorithm.adv_estimator", "train.algorithm.egpo_lambda", "train.algorithm.egpo_alpha"}
+    assert egpo <= keys
+    assert keys - egpo <= {"name", "extends", "description"}
+
+
+def test_diff_text_and_md_formats():
+    r = CliRunner().invoke(main, ["diff", "demo-grpo", "demo-egpo"])
+    assert "~ train.algorithm.adv_estimator" in r.output and "grpo  ->  egpo" in r.output
+    assert "train.rollout.n" not in r.output
+    r = CliRunner().invoke(main, ["diff", "demo-grpo", "demo-egpo", "--all", "--format", "md"])
+    assert "| `train.rollout.n` | 4 | 4 |" in r.output
+
+
+@pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy"])
+def test_help_smoke(cmd):
+    r = CliRunner().invoke(main, [cmd, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.output
+
+
+def test_show_resolved_prints_overrides():
+    r = CliRunner().invoke(main, ["show", "demo-egpo", "--resolved"])
+    assert r.exit_code == 0
+    assert "# resolved: demo-egpo <- demo-grpo" in r.output
+    assert "# override train.algorithm.adv_estimator: grpo -> egpo" in r.output
+    r = CliRunner().invoke(main, ["show", "demo-egpo", "--format", "json"])
+    assert json.loads(r.output)["extends"] == "demo-grpo"
