@@ -1,0 +1,11 @@
+"""Read the MLflow store and turn runs into comparisons, plots and reports.
+
+Reads MLflow only; never imports ``runners`` (architecture.md). Modules:
+
+- ``runs``     find parent runs by spec name / run id / tag filter; children; metric histories.
+- ``stats``    difference of means with a Welch confidence interval, and its verdict.
+- ``compare``  one row per metric, one column per run (value or mean ± CI), pairwise differences.
+- ``plots``    matplotlib (Agg) figures: metrics over steps, the ``--with_stats`` panel, repeats.
+- ``report``   Markdown / self-contained HTML reports, logged to MLflow as a ``report`` run.
+- ``cli``      the ``rlreg compare`` and ``rlreg report`` click commands.
+"""

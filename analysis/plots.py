@@ -1,0 +1,105 @@
+"""Figures that overlay runs, built from plain data so stages and reports can share them.
+
+Every function takes ``{label: data}`` and returns a ``matplotlib.figure.Figure`` made without
+pyplot (no global state, no display, nothing to close; PNG rendering uses Agg). Stages log them
+with ``ctx.tracker.log_figure(fig, "plots/x.png")``; reports embed ``to_png(fig)``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Mapping, Sequence
+
+from analysis.stats import mean_ci
+
+Series = tuple[Sequence[float], Sequence[float]]  # (steps, values)
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
+
+
+def _figure(width: float = 7.0, height: float = 3.6, cols: int = 1) -> tuple[object, list]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, cols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _integer_x(ax: object) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # type: ignore[attr-defined]
+
+
+def to_png(fig: object, dpi: int = 100) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)  # type: ignore[attr-defined]
+    return buf.getvalue()
+
+
+def overlay_steps(series: Mapping[str, Series], metric: str, title: str | None = None) -> object:
+    """One line per run: ``metric`` over training steps."""
+    fig, (ax,) = _figure()
+    _lines(ax, series, metric)
+    ax.set_title(title or f"{metric} over steps")
+    return fig
+
+
+def _lines(ax: object, series: Mapping[str, Series], metric: str) -> None:
+    for i, (label, (steps, values)) in enumerate(series.items()):
+        ax.plot(list(steps), list(values), label=label, color=COLORS[i % len(COLORS)], lw=1.6)  # type: ignore[attr-defined]
+    _integer_x(ax)
+    ax.set_xlabel("step")  # type: ignore[attr-defined]
+    ax.set_ylabel(metric)  # type: ignore[attr-defined]
+    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
+    if series:
+        ax.legend(fontsize=8)  # type: ignore[attr-defined]
+
+
+def with_stats(series: Mapping[str, Series], metric: str, title: str | None = None) -> object:
+    """The seed's ``--with_stats`` view: the curves, and beside them mean / max / min per run."""
+    fig, (ax, bars) = _figure(width=10.0, cols=2)
+    _lines(ax, series, metric)
+    ax.set_title(title or f"{metric} over steps")
+    stats = {label: _summary(values) for label, (_, values) in series.items()}
+    width = 0.8 / max(len(stats), 1)
+    for i, (label, (mean, hi, lo)) in enumerate(stats.items()):
+        xs = [k + (i - (len(stats) - 1) / 2) * width for k in range(3)]
+        rects = bars.bar(xs, [mean, hi, lo], width=width, label=label, color=COLORS[i % len(COLORS)])
+        bars.bar_label(rects, fmt="%.3g", fontsize=7)
+    bars.set_xticks(range(3), ["mean", "max", "min"])
+    bars.set_title(f"{metric}: statistics per run")
+    bars.grid(axis="y", alpha=0.3)
+    if stats:
+        bars.legend(fontsize=8)
+    return fig
+
+
+def _summary(values: Sequence[float]) -> tuple[float, float, float]:
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return (math.nan, math.nan, math.nan)
+    return (sum(xs) / len(xs), max(xs), min(xs))
+
+
+def eval_repeats(values: Mapping[str, Sequence[float]], metric: str, percent: bool = False) -> object:
+    """Each eval repeat as a point, with each run's mean (line) and 95 % Student-t band."""
+    fig, (ax,) = _figure()
+    scale = 100.0 if percent else 1.0
+    for i, (label, vals) in enumerate(values.items()):
+        color = COLORS[i % len(COLORS)]
+        ys = [float(v) * scale for v in vals]
+        ax.plot(range(len(ys)), ys, "o", color=color, label=f"{label} (n={len(ys)})")
+        ci = mean_ci(vals)
+        if ci.n:
+            ax.axhline(ci.mean * scale, color=color, lw=1.2)
+        if ci.has_ci:
+            ax.axhspan(ci.low * scale, ci.high * scale, color=color, alpha=0.15)
+    _integer_x(ax)
+    ax.set_xlabel("repeat")
+    ax.set_ylabel(f"{metric}{' (%)' if percent else ''}")
+    ax.set_title(f"{metric} per repeat: mean and 95% CI")
+    ax.grid(alpha=0.3)
+    if values:
+        ax.legend(fontsize=8)
+    return fig

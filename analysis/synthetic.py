@@ -1,0 +1,160 @@
+"""Write runs shaped exactly like the registry's run contract, without running any stage.
+
+For tests, the benchmark and the browser proof: a parent run per spec execution (tags, flattened
+spec params, ``spec.yaml``, headline metrics) and nested stage children (train per-step metrics,
+eval per-repeat accuracy, optionally the entropy stage's ``entropy_data.json``). Every write is a
+``log_batch``. Numbers are deterministic from ``seed`` so tests can check them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.flatten import flatten, param_items
+from registry.stats import mean_ci
+
+
+def demo_spec(name: str, egpo: bool) -> dict[str, Any]:
+    """A resolved spec like the demo pair: identical except the estimator and its EGPO keys."""
+    algorithm: dict[str, Any] = {"adv_estimator": "egpo" if egpo else "grpo", "norm_adv_by_std_in_grpo": True}
+    if egpo:
+        algorithm.update({"egpo_lambda": 0.4, "egpo_alpha": 2.0, "entropy_scope": "think"})
+    return {
+        "name": name,
+        "extends": "demo-grpo" if egpo else None,
+        "description": "EGPO on the tiny demo" if egpo else "GRPO on the tiny demo",
+        "experiment": "rlreg-demo",
+        "seed": 42,
+        "data": {"max_samples": 64, "test_size": 0.05, "seed": 42, "data_source": "hardgen"},
+        "model": {"tiny": {"layers": 2, "hidden": 128, "vocab": 800}},
+        "reward": {"name": "tool_call_match", "require_think": True},
+        "train": {
+            "backend": "builtin",
+            "algorithm": algorithm | {"use_kl_loss": True, "kl_loss_coef": 0.001, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28},
+            "rollout": {"n": 4, "temperature": 1.0, "max_response_length": 64},
+            "optim": {"lr": 1e-5, "warmup_steps": 0},
+            "train_batch_size": 8,
+            "total_steps": 20,
+        },
+        "eval": {"repeats": 5, "max_samples": 32},
+    }
+
+
+@dataclass
+class FakeRun:
+    spec: dict[str, Any]
+    accuracy: list[float]
+    reward: list[float]
+    entropy: list[float]
+    parent_id: str = ""
+    child_ids: dict[str, str] = field(default_factory=dict)
+
+
+def curves(seed: int, steps: int, repeats: int, acc_level: float) -> tuple[list[float], list[float], list[float]]:
+    rng = random.Random(seed)
+    accuracy = [round(min(1.0, max(0.0, acc_level + rng.gauss(0, 0.02))), 4) for _ in range(repeats)]
+    reward = [round(0.2 + 0.4 * (1 - math.exp(-s / 6)) + rng.gauss(0, 0.03), 4) for s in range(steps)]
+    entropy = [round(2.5 * math.exp(-s / 15) + 0.5 + rng.gauss(0, 0.05), 4) for s in range(steps)]
+    return accuracy, reward, entropy
+
+
+def _batch(client: Any, run_id: str, metrics: dict[str, list[tuple[int, float]]] | None = None,
+           params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    ts = int(time.time() * 1000)
+    ms = [Metric(k, float(v), ts, s) for k, pts in (metrics or {}).items() for s, v in pts]
+    ps = [Param(k, v) for k, v in (params or {}).items()]
+    tg = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    for i in range(0, max(len(ms), 1), 1000):
+        client.log_batch(run_id, metrics=ms[i : i + 1000], params=ps if i == 0 else [], tags=tg if i == 0 else [])
+
+
+def write_spec_run(
+    client: Any,
+    spec: dict[str, Any],
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    repeats: int = 5,
+    acc_level: float = 0.6,
+    status: str = "FINISHED",
+    start_time: int | None = None,
+    with_entropy_stage: bool = False,
+    with_artifacts: bool = True,
+) -> FakeRun:
+    """One spec execution: parent + convert/train/eval children (+ entropy), as the registry logs."""
+    import yaml
+
+    name, exp_name = spec["name"], spec.get("experiment", "rl-registry")
+    exp = client.get_experiment_by_name(exp_name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(exp_name)
+    accuracy, reward, entropy = curves(seed, steps, repeats, acc_level)
+    run = FakeRun(copy.deepcopy(spec), accuracy, reward, entropy)
+    start = start_time if start_time is not None else int(time.time() * 1000)
+    common = {"rlreg.spec": name, "rlreg.spec_hash": f"{seed:064x}"}
+
+    parent = client.create_run(exp_id, start_time=start, run_name=name, tags={
+        **common, "rlreg.role": "parent", "rlreg.git_commit": "0" * 40, "rlreg.git_dirty": "false"})
+    run.parent_id = pid = parent.info.run_id
+    acc = mean_ci(accuracy)
+    headline = {
+        "eval/accuracy_mean": acc["mean"], "eval/accuracy_ci95_low": acc["ci_low"],
+        "eval/accuracy_ci95_high": acc["ci_high"], "eval/repeats": float(repeats),
+        "train/reward_mean_last": reward[-1], "actor/entropy_last": entropy[-1],
+    }
+    _batch(client, pid, {k: [(0, v)] for k, v in headline.items()}, params=dict(param_items(flatten(spec))))
+    if with_artifacts:
+        client.log_text(pid, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
+
+    stage_metrics: dict[str, dict[str, list[tuple[int, float]]]] = {
+        "convert": {"convert/train_rows": [(0, 61.0)], "convert/test_rows": [(0, 3.0)]},
+        "train": {
+            "train/reward_mean": list(enumerate(reward)),
+            "critic/score/mean": list(enumerate(reward)),
+            "actor/entropy": list(enumerate(entropy)),
+        },
+        "eval": {"eval/accuracy": list(enumerate(accuracy)), **{k: [(0, v)] for k, v in headline.items() if k.startswith("eval/")}},
+    }
+    if with_entropy_stage:
+        stage_metrics["entropy"] = {"entropy/after_tool_mean": [(0, 0.61)], "entropy/before_tool_mean": [(0, 0.42)]}
+    for i, (stage, metrics) in enumerate(stage_metrics.items()):
+        child = client.create_run(exp_id, start_time=start + 1 + i, run_name=f"{name}/{stage}", tags={
+            **common, "mlflow.parentRunId": pid, "rlreg.role": "stage", "rlreg.stage": stage,
+            "rlreg.cache_key": f"{stage}-{seed}"})
+        cid = run.child_ids[stage] = child.info.run_id
+        _batch(client, cid, metrics)
+        if stage == "entropy" and with_artifacts:
+            client.log_text(cid, json.dumps(entropy_records(seed)), "entropy_data.json")
+        client.set_terminated(cid, "FINISHED", end_time=start + 100 + i)
+    client.set_terminated(pid, status, end_time=start + 200)
+    return run
+
+
+def entropy_records(seed: int, samples: int = 6, rounds: int = 3) -> list[dict[str, Any]]:
+    """Seed schema: ``[{"sample_idx", "round", "entropy", "is_after_tool_call"}]`` (entropy in
+    [0, 1]); round 0 is before any tool answer, rounds 1..N follow one."""
+    rng = random.Random(seed)
+    out = []
+    for s in range(samples):
+        for r in range(rounds + 1):
+            base = 0.35 + (0.25 + 0.03 * r if r else 0.0)
+            out.append({"sample_idx": s, "round": r, "entropy": round(min(1, base + rng.gauss(0, 0.04)), 4),
+                        "is_after_tool_call": r > 0})
+    return out
+
+
+def demo_pair(client: Any, with_entropy_stage: bool = True) -> tuple[FakeRun, FakeRun]:
+    """demo-grpo and demo-egpo, finished, the EGPO one newer, accuracies within noise."""
+    now = int(time.time() * 1000)
+    grpo = write_spec_run(client, demo_spec("demo-grpo", False), seed=1, acc_level=0.60, start_time=now - 10_000,
+                          with_entropy_stage=with_entropy_stage)
+    egpo = write_spec_run(client, demo_spec("demo-egpo", True), seed=2, acc_level=0.61, start_time=now - 5_000,
+                          with_entropy_stage=with_entropy_stage)
+    return grpo, egpo
