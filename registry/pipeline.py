@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from filelock import FileLock
 from registry import cache
 from registry.context import StageContext
 from registry.errors import RlregError, StageFailed, UsageError
-from registry.flatten import flatten
 from registry.gitinfo import git_diff, git_info
 from registry.hashing import digest_path, spec_hash
 from registry.loader import LoadedSpec, project_root
@@ -45,6 +43,7 @@ class StageOutcome:
     cache_hit: str | None
     outputs: dict[str, Path]
     metrics: dict[str, float]
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,8 +125,9 @@ class Pipeline:
                 for name, path in outcome.outputs.items():
                     inputs[f"{stage}.{name}"] = path
             headline = {k: v for s in summary.stages for k, v in s.metrics.items()}
-            Tracker(self.client, parent_id).log_metrics(headline)
-            Tracker(self.client, parent_id).flush()
+            parent = Tracker(self.client, parent_id)
+            parent.log_metrics(headline)
+            parent.flush()
             self.client.set_terminated(parent_id, "FINISHED")
         except (KeyboardInterrupt, Terminated):
             summary.status = "KILLED"
@@ -207,8 +207,8 @@ class Pipeline:
         finally:
             if lock is not None:
                 lock.release()
-        for name, path in outcome.outputs.items():
-            digests[f"{stage}.{name}"] = (hit.digests[name] if hit else self._digests[name])
+        for name, digest in outcome.digests.items():
+            digests[f"{stage}.{name}"] = digest
         return outcome
 
     def _start_child(self, stage, parent_id, exp_id, key, payload) -> str:
@@ -230,10 +230,8 @@ class Pipeline:
             tags.update(reward_tags(self.spec))
         run = self.client.create_run(exp_id, tags=tags)
         tracker = Tracker(self.client, run.info.run_id)
-        section = STAGES[stage].section
         tracker.log_params(stage_spec_payload(stage, self.spec))
         tracker.log_dict(payload, "cache_key_payload.json")
-        del section
         return run.info.run_id
 
     def _reuse(self, stage, child_id, key, hit: cache.CachedStage) -> StageOutcome:
@@ -243,7 +241,7 @@ class Pipeline:
         tracker.log_metrics(hit.metrics)
         tracker.flush()
         self.client.set_terminated(child_id, "FINISHED")
-        return StageOutcome(stage, child_id, key, hit.run_id, hit.outputs, hit.metrics)
+        return StageOutcome(stage, child_id, key, hit.run_id, hit.outputs, hit.metrics, hit.digests)
 
     def _execute(self, stage, child_id, parent_id, key, inputs) -> StageOutcome:
         tmp = self.store_root / "tmp" / f"{stage}-{key[:12]}-{uuid.uuid4().hex[:8]}"
@@ -265,16 +263,16 @@ class Pipeline:
             outputs = {name: final / Path(p).resolve().relative_to(tmp.resolve()) if _inside(p, tmp) else Path(p)
                        for name, p in result.outputs.items()}
             os.replace(tmp, final)
-            self._digests = {name: digest_path(p) for name, p in outputs.items()}
+            digests = {name: digest_path(p) for name, p in outputs.items()}
             metrics = {k: float(v) for k, v in result.metrics.items() if v is not None}
-            tracker.set_tags({cache.TAG_OUTPUTS: cache.outputs_tag(outputs, self._digests),
+            tracker.set_tags({cache.TAG_OUTPUTS: cache.outputs_tag(outputs, digests),
                               cache.TAG_HEADLINE: json.dumps(metrics)})
-            tracker.log_metrics({k: v for k, v in metrics.items()})
+            tracker.log_metrics({k: v for k, v in metrics.items() if k not in tracker.metric_keys})
             tracker.flush()
             self.client.set_terminated(child_id, "FINISHED")
             if result.info:
                 self.echo("    " + ", ".join(f"{k}={v}" for k, v in result.info.items()))
-            return StageOutcome(stage, child_id, key, None, outputs, metrics)
+            return StageOutcome(stage, child_id, key, None, outputs, metrics, digests)
         except (KeyboardInterrupt, Terminated):
             _safe_flush(tracker)
             self.client.set_tag(child_id, "rlreg.note", "interrupted (SIGINT/SIGTERM)")
@@ -381,5 +379,3 @@ def overrides(loaded: LoadedSpec) -> list[str]:
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
 
-
-_ = (flatten, sys)

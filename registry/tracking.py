@@ -27,6 +27,8 @@ class Tracker:
         self._metrics: list[Any] = []
         self._last_flush = time.monotonic()
         self._logged_params: dict[str, str] = {}
+        self.metric_keys: set[str] = set()
+        """Metric keys this tracker has logged (the registry copies only missing headline keys)."""
 
     # -- metrics -----------------------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -38,6 +40,7 @@ class Tracker:
             if value is None:
                 continue
             self._metrics.append(Metric(key=_metric_key(key), value=float(value), timestamp=ts, step=step or 0))
+            self.metric_keys.add(_metric_key(key))
         if len(self._metrics) >= METRIC_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
@@ -125,6 +128,7 @@ class NullTracker(Tracker):
         self.artifacts: dict[str, Any] = {}
         self._metrics = []
         self._logged_params = {}
+        self.metric_keys = set()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         for k, v in metrics.items():
