@@ -1,0 +1,105 @@
+"""The builtin backend: generate with transformers in-process, score, repeat with distinct seeds.
+
+Logged to the eval child run: per repeat ``eval/<metric>`` at step r; the aggregate
+``eval/<metric>_mean|_std|_ci95_low|_ci95_high`` and ``eval/repeats`` are returned as
+``StageResult.metrics``, which the pipeline logs to this run and copies to the parent run; the per-sample predictions as an MLflow table ``eval/predictions.json`` and the
+output file ``predictions.jsonl``; ``eval/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from registry.context import StageContext, StageResult
+from registry.spec.eval import EvalSpec
+from runners.eval import bfcl_data
+from runners.eval.generation import generate, prompt_texts
+from runners.eval.records import EvalRecord, load_convert_split
+from runners.eval.scoring import score_sample
+from runners.eval.summary import aggregate, summary_table
+
+METRICS = ("accuracy", "format_valid_rate", "tool_name_accuracy", "arg_accuracy", "response_length")
+
+
+def load_eval_set(stage_spec: EvalSpec, ctx: StageContext) -> tuple[list[EvalRecord], str]:
+    """The records and a label saying where they came from."""
+    data = stage_spec.bfcl_data
+    if data is None:
+        path = ctx.input("convert.test")
+        return load_convert_split(path, stage_spec.max_samples), str(path)
+    records = bfcl_data.load(data.questions, data.answers, data.category, data.wheel, ctx.project_root,
+                             ctx.resolve_path, stage_spec.max_samples)
+    return records, f"bfcl:{data.category}" if data.category else str(data.questions)
+
+
+def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> StageResult:
+    from runners.modeling import load_model
+    from runners.reward import REWARD_FUNCTIONS
+
+    records, source = load_eval_set(stage_spec, ctx)
+    reward_name = ctx.spec.reward.function if ctx.spec.reward else "think_tool_call"
+    reward_fn = REWARD_FUNCTIONS[reward_name]
+    model_spec = ctx.spec.model
+    model, tokenizer = load_model(
+        model_path, dtype=model_spec.dtype if model_spec else "float32",
+        device=model_spec.device if model_spec else "auto",
+        trust_remote_code=bool(model_spec and model_spec.trust_remote_code),
+    )
+    ctx.tracker.log_params({"model_path": str(model_path), "eval_set": source, "num_records": len(records),
+                            "reward_function": reward_name})
+    prompts = prompt_texts(tokenizer, records)
+
+    per_repeat: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
+    greedy_cache = None
+    started = time.monotonic()
+    for r in range(stage_spec.repeats):
+        seed = stage_spec.seed + r
+        if greedy_cache is None or stage_spec.do_sample:
+            generations = generate(
+                model, tokenizer, prompts, batch_size=stage_spec.batch_size, do_sample=stage_spec.do_sample,
+                temperature=stage_spec.temperature, top_p=stage_spec.top_p,
+                max_new_tokens=stage_spec.max_new_tokens, max_prompt_length=stage_spec.max_prompt_length, seed=seed,
+            )
+            greedy_cache = generations
+        else:
+            generations = greedy_cache  # greedy decoding: every repeat would produce the same text
+        scores = [score_sample(rec, g.text, reward_fn, reward_name == "think_tool_call")
+                  for rec, g in zip(records, generations)]
+        n = len(scores)
+        metrics = {
+            "eval/accuracy": sum(s.score for s in scores) / n,
+            "eval/format_valid_rate": sum(s.format_valid for s in scores) / n,
+            "eval/tool_name_accuracy": sum(s.tool_name_correct for s in scores) / n,
+            "eval/arg_accuracy": sum(s.args_correct for s in scores) / n,
+            "eval/response_length": sum(g.num_tokens for g in generations) / n,
+        }
+        ctx.tracker.log_metrics(metrics, step=r)
+        per_repeat.append(metrics)
+        rows += [
+            {"prompt_id": rec.id, "repeat": r, "seed": seed, "response": g.text, "parsed_calls": s.calls,
+             "expected": s.expected, "score": s.score, "format_valid": s.format_valid,
+             "tool_name_correct": s.tool_name_correct, "args_correct": s.args_correct, "error": s.error,
+             "response_tokens": g.num_tokens}
+            for rec, g, s in zip(records, generations, scores)
+        ]
+    elapsed = time.monotonic() - started
+
+    agg = aggregate(per_repeat, stage_spec.confidence)
+    # the aggregate goes into StageResult.metrics: the pipeline logs it to this run and the parent
+    ctx.tracker.log_metrics({"eval/seconds": elapsed}, step=0)
+    predictions = ctx.out_dir / "predictions.jsonl"
+    with predictions.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    ctx.tracker.log_table(rows, "eval/predictions.json")
+    ctx.tracker.log_dict(summary_table(per_repeat, stage_spec.confidence), "eval/summary.json")
+    ctx.tracker.flush()
+    info = {"records": len(records), "repeats": stage_spec.repeats, "eval_set": source,
+            "accuracy": f"{agg['eval/accuracy_mean']:.3f}", "seconds": round(elapsed, 1)}
+    if not stage_spec.do_sample and stage_spec.repeats > 1:
+        info["note"] = "greedy decoding: repeats are identical, so the interval has zero width"
+    return StageResult(outputs={"predictions": predictions}, metrics=agg, info=info)

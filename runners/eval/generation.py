@@ -1,0 +1,50 @@
+"""Batched in-process generation with transformers for the builtin eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from runners.eval.records import EvalRecord
+
+
+@dataclass
+class Generated:
+    text: str
+    """Decoded response (control tokens dropped; <think>/<tool_call> kept)."""
+    num_tokens: int
+    """Generated tokens up to and including the end-of-turn token."""
+
+
+def prompt_texts(tokenizer: Any, records: Sequence[EvalRecord]) -> list[str]:
+    from runners.modeling import render_prompt
+
+    return [render_prompt(tokenizer, r.messages, r.tools or None) for r in records]
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_size: int, do_sample: bool,
+             temperature: float, top_p: float, max_new_tokens: int, max_prompt_length: int,
+             seed: int) -> list[Generated]:
+    """Responses for ``prompts`` in order. Sampling is seeded once per call (``seed``), so the same
+    prompts, batch size and seed give the same responses."""
+    import torch
+
+    torch.manual_seed(seed)
+    stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+    # top_k=0: transformers' default top_k=50 would silently narrow sampling
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else dict(do_sample=False)
+    tokenizer.truncation_side = "left"  # keep the end of an overlong prompt (the question)
+    out: list[Generated] = []
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), batch_size):
+        batch = list(prompts[start : start + batch_size])
+        enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_prompt_length, add_special_tokens=False)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling)
+        new = ids[:, enc["input_ids"].shape[1]:].tolist()
+        for row in new:
+            n = next((i + 1 for i, t in enumerate(row) if t in stop_ids), len(row))
+            out.append(Generated(tokenizer.decode(row[:n], skip_special_tokens=True), n))
+    return out
