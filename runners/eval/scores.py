@@ -1,0 +1,122 @@
+"""Read what ``bfcl evaluate`` writes into its score directory.
+
+- ``data_<group>.csv`` (``data_multi_turn.csv``, ``data_live.csv``, ``data_non_live.csv``,
+  ``data_agentic.csv``, ``data_overall.csv``): one row per model, e.g.
+  ``Rank,Model,Multi Turn Overall Acc,Base,Miss Func,Miss Param,Long Context`` /
+  ``1,Qwen3-4B (FC),15.43%,61.70%,N/A,N/A,N/A``. Percent cells become fractions, ``N/A`` (category
+  not run) is dropped. BFCL writes rows with a bare ``",".join`` (no quoting), so a row with more
+  cells than the header (a comma inside the model's display name) is re-joined from the left.
+  Caution: BFCL's "Multi Turn Overall Acc" is the UNWEIGHTED mean of its four sub-categories with
+  the ones not run counted as 0, so after running only ``multi_turn_base`` it is Base / 4.
+- ``<model>/<group>/BFCL_v4_<category>_score.json``: JSON lines whose first line is
+  ``{"accuracy", "correct_count", "total_count"}`` — the exact per-category numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from registry.errors import InputDataError
+
+SCORE_JSON_RE = re.compile(r"^BFCL_v\d+_(?P<category>.+)_score\.json$")
+# columns that are not accuracies (kept out of the metrics)
+NON_METRIC_COLUMNS = {"rank", "model", "model link", "organization", "license", "total cost ($)",
+                      "latency mean (s)", "latency standard deviation (s)", "latency 95th percentile (s)"}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def parse_cell(cell: str) -> float:
+    """``"61.70%"`` → 0.617; ``"0.617"`` → 0.617; ``"N/A"``/empty → NaN."""
+    cell = cell.strip()
+    if not cell or cell.upper() == "N/A":
+        return math.nan
+    if cell.endswith("%"):
+        return float(cell[:-1]) / 100.0
+    return float(cell)
+
+
+def parse_score_csv(text: str, source: str = "<csv>") -> list[dict[str, Any]]:
+    """Rows of a BFCL score CSV as ``{"Model": str, "Rank": str, <column>: fraction|NaN, …}``."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or not rows[0]:
+        raise InputDataError(f"{source}: empty score file (did `bfcl evaluate` finish?)")
+    header = [h.strip() for h in rows[0]]
+    if "Model" not in header:
+        raise InputDataError(f"{source}: header {header[:4]} has no 'Model' column; not a BFCL score CSV")
+    model_at = header.index("Model")
+    out = []
+    for lineno, cells in enumerate(rows[1:], 2):
+        if not any(c.strip() for c in cells):
+            continue
+        extra = len(cells) - len(header)
+        if extra > 0:  # an unquoted comma inside the model name
+            cells = cells[:model_at] + [",".join(cells[model_at : model_at + extra + 1])] + cells[model_at + extra + 1 :]
+        if len(cells) != len(header):
+            raise InputDataError(f"{source}: line {lineno} has {len(cells)} cells for {len(header)} columns")
+        row: dict[str, Any] = {}
+        for name, cell in zip(header, cells):
+            if name.lower() in NON_METRIC_COLUMNS:
+                row[name] = cell.strip()
+                continue
+            try:
+                row[name] = parse_cell(cell)
+            except ValueError as exc:
+                raise InputDataError(f"{source}: line {lineno}, column '{name}': '{cell}' is not a percentage") from exc
+        out.append(row)
+    return out
+
+
+def csv_metrics(score_dir: Path) -> dict[str, float]:
+    """``eval/bfcl/<file>/<column>`` for every accuracy cell of every score CSV (first model row;
+    a repeat's score dir holds one model). ``N/A`` cells are left out."""
+    metrics: dict[str, float] = {}
+    for path in sorted(score_dir.glob("data_*.csv")):
+        rows = parse_score_csv(path.read_text(), str(path))
+        if not rows:
+            continue
+        group = slug(path.stem[len("data_"):])
+        for column, value in rows[0].items():
+            if isinstance(value, float) and not math.isnan(value):
+                metrics[f"eval/bfcl/{group}/{slug(column)}"] = value
+    return metrics
+
+
+def category_scores(score_dir: Path) -> dict[str, dict[str, float]]:
+    """``{category: {"accuracy", "correct_count", "total_count"}}`` from the per-category score JSONs."""
+    out: dict[str, dict[str, float]] = {}
+    for path in sorted(score_dir.rglob("*_score.json")):
+        m = SCORE_JSON_RE.match(path.name)
+        if not m:
+            continue
+        first = path.read_text().split("\n", 1)[0]
+        try:
+            header = json.loads(first)
+        except json.JSONDecodeError as exc:
+            raise InputDataError(f"{path}: first line is not JSON ({exc.msg}); not a BFCL score file") from exc
+        if not {"accuracy", "total_count"} <= set(header):
+            raise InputDataError(f"{path}: first line lacks accuracy/total_count; not a BFCL score file")
+        out[m.group("category")] = {k: float(header[k]) for k in ("accuracy", "correct_count", "total_count") if k in header}
+    return out
+
+
+def repeat_metrics(score_dir: Path) -> dict[str, float]:
+    """A repeat's metrics: ``eval/accuracy`` (count-weighted over the categories run),
+    ``eval/<category>_accuracy`` each, and every CSV accuracy column."""
+    cats = category_scores(score_dir)
+    if not cats:
+        raise InputDataError(f"{score_dir}: no BFCL_v*_<category>_score.json files; `bfcl evaluate` wrote no scores")
+    metrics = {f"eval/{slug(c)}_accuracy": s["accuracy"] for c, s in cats.items()}
+    total = sum(s["total_count"] for s in cats.values())
+    correct = sum(s.get("correct_count", s["accuracy"] * s["total_count"]) for s in cats.values())
+    metrics["eval/accuracy"] = correct / total if total else math.nan
+    metrics.update(csv_metrics(score_dir))
+    return metrics
