@@ -206,11 +206,13 @@ def _log(ctx: StageContext, stage_spec: DataSpec, path: Path, fmt: str, scan: Sc
     if scan.skipped:
         tracker.log_dict({"count": scan.skipped, "sample": scan.skipped_sample}, "convert/skipped_records.json")
     for split, parquet in outputs.items():
-        tracker.log_input(_dataset(parquet, path, f"{stage_spec.data_source}-{split}", digests[split]), context=split)
+        dataset = _dataset(parquet, path, f"{stage_spec.data_source}-{split}", digests[split],
+                           min(DATASET_SAMPLE_ROWS, stage_spec.batch_size))
+        tracker.log_input(dataset, context=split)
 
 
-def _dataset(parquet: Path, source: Path, name: str, sha256: str) -> Any:
-    """An ``mlflow.data`` dataset of the split's first rows (flattened to scalar columns) with
+def _dataset(parquet: Path, source: Path, name: str, sha256: str, max_rows: int) -> Any:
+    """An ``mlflow.data`` dataset of the split's first ``max_rows`` rows (flattened to scalar columns) with
     the parquet file's sha256 as its digest; the full row count is in the run's metrics."""
     import json
     import warnings
@@ -221,7 +223,7 @@ def _dataset(parquet: Path, source: Path, name: str, sha256: str) -> Any:
 
     pf = pq.ParquetFile(parquet)
     rows: list[dict[str, Any]] = []
-    for batch in pf.iter_batches(batch_size=DATASET_SAMPLE_ROWS):
+    for batch in pf.iter_batches(batch_size=max_rows):
         rows = batch.to_pylist()
         break
     df = pd.DataFrame([{
@@ -235,5 +237,7 @@ def _dataset(parquet: Path, source: Path, name: str, sha256: str) -> Any:
         # MLflow registers the local-file source for both "" and "file" schemes and warns that a
         # path matches two (identical) source types; the choice is the same either way
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        # schema inference hints that int columns cannot hold NaN: ours never miss values
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         # MLflow stores at most 36 characters of digest
         return mlflow.data.from_pandas(df, source=str(source), name=name, digest=sha256[:32])
