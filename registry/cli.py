@@ -54,8 +54,15 @@ class RlregGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
-            click.echo("Error: interrupted; runs in progress were marked KILLED", err=True)
+            click.echo("Error: interrupted (SIGINT); runs in progress were marked KILLED", err=True)
             ctx.exit(130)
+        except BaseException as exc:
+            from registry.pipeline import Terminated
+
+            if not isinstance(exc, Terminated):
+                raise
+            click.echo("Error: terminated (SIGTERM); runs in progress were marked KILLED", err=True)
+            ctx.exit(143)
         except Exception as exc:  # last resort: a clear line, not a traceback
             if os.environ.get("RLREG_DEBUG"):
                 raise

@@ -107,9 +107,10 @@ class Pipeline:
     def run(self) -> RunSummary:
         stages = select_stages(self.loaded, self.only)
         self.client = ensure_store(self.uri)
-        from registry.recovery import reap_dead_runs
+        from registry.recovery import reap_dead_runs, remove_stale_tmp
 
         reaped = reap_dead_runs(self.client)
+        remove_stale_tmp(self.store_root / "tmp")
         for run_id in reaped:
             self.echo(f"Marked run {run_id} KILLED: its process is gone (crashed or killed earlier).")
         parent_id, exp_id = self._start_parent()
@@ -244,7 +245,8 @@ class Pipeline:
         return StageOutcome(stage, child_id, key, hit.run_id, hit.outputs, hit.metrics, hit.digests)
 
     def _execute(self, stage, child_id, parent_id, key, inputs) -> StageOutcome:
-        tmp = self.store_root / "tmp" / f"{stage}-{key[:12]}-{uuid.uuid4().hex[:8]}"
+        # The pid in the name lets a later invocation delete what a killed process left behind.
+        tmp = self.store_root / "tmp" / f"{stage}-{key[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         work = self.store_root / "work" / stage / key
         tmp.mkdir(parents=True)
         work.mkdir(parents=True, exist_ok=True)

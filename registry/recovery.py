@@ -8,6 +8,8 @@ another machine means nothing here).
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from registry.cache import host
@@ -51,3 +53,16 @@ def reap_dead_runs(client: Any) -> list[str]:
         client.set_terminated(run.info.run_id, "KILLED")
         reaped.append(run.info.run_id)
     return reaped
+
+
+def remove_stale_tmp(tmp_root: Path) -> list[Path]:
+    """Delete stage output directories whose writer process is gone (named <stage>-<key>-<pid>-<id>)."""
+    removed = []
+    if not tmp_root.is_dir():
+        return removed
+    for d in tmp_root.iterdir():
+        parts = d.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed

@@ -47,6 +47,12 @@ class BfclSpec(SpecModel):
     """The user's real path: `vllm serve` + `bfcl generate` + `bfcl evaluate` (needs a GPU for vLLM)."""
 
     test_category: str = Field("multi_turn_base", description="BFCL test category (or comma-separated list).")
+    test_ids: list[str] = Field(
+        default_factory=list,
+        description="Only these BFCL record ids (e.g. a smoke run: [multi_turn_base_0, multi_turn_base_1]); "
+        "written to test_case_ids_to_generate.json and run with --run-ids / --partial-eval. The categories "
+        "come from the ids and `test_category` is ignored. Scores are then over these ids only.",
+    )
     model_name: str = Field(
         "Qwen/Qwen3-4B-Instruct-2507-FC",
         description="BFCL model registry name (`bfcl models`): picks BFCL's handler, i.e. its prompt "
@@ -109,5 +115,9 @@ class EvalSpec(SpecModel):
         if self.backend == "bfcl" and self.bfcl_data is not None:
             raise ValueError(
                 "`bfcl_data` feeds the builtin backend; with backend: bfcl the category is bfcl.test_category"
+            )
+        if self.backend == "bfcl" and self.max_samples is not None:
+            raise ValueError(
+                "`max_samples` applies to the builtin backend; with backend: bfcl list record ids in bfcl.test_ids"
             )
         return self
