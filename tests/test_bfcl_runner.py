@@ -26,7 +26,7 @@ import pytest
 from registry.errors import InputDataError, MissingExtra
 from registry.spec.eval import BfclSpec
 from runners.eval.bfcl_runner import (
-    BfclRepeatsFailed, bfcl_env, evaluate_argv, generate_argv, resolve_bfcl_command,
+    BfclRepeatsFailed, bfcl_env, evaluate_argv, generate_argv, ids_by_category, resolve_bfcl_command,
 )
 from runners.eval.scores import category_scores, parse_cell, parse_score_csv, repeat_metrics
 from runners.eval.server import (
@@ -65,6 +65,12 @@ def test_bfcl_argv_and_env(tmp_path):
                         ("--num-threads", "4"), ("--temperature", "0.001")]:
         assert gen[gen.index(flag) + 1] == value
     assert "--skip-server-setup" in gen
+    smoke = BfclSpec(test_ids=["multi_turn_base_0", "live_simple_3-2-1", "multi_turn_base_7"])
+    gen_ids, ev_ids = generate_argv("bfcl", smoke, Path("/m"), tmp_path), evaluate_argv("bfcl", smoke, tmp_path, tmp_path)
+    assert "--run-ids" in gen_ids and "--partial-eval" in ev_ids
+    assert ev_ids[ev_ids.index("--test-category") + 1] == "multi_turn_base,live_simple"
+    assert ids_by_category(smoke.test_ids) == {"multi_turn_base": ["multi_turn_base_0", "multi_turn_base_7"],
+                                               "live_simple": ["live_simple_3-2-1"]}
     ev = evaluate_argv("bfcl", spec, tmp_path / "r", tmp_path / "s")
     assert ev[ev.index("--score-dir") + 1] == str(tmp_path / "s") and ev[1] == "evaluate"
     env = bfcl_env(tmp_path, "http://10.0.0.5:8001", base_env={})
@@ -254,6 +260,9 @@ repeat = int(root.name.split("_")[-1])
 models = json.load(urllib.request.urlopen(os.environ["REMOTE_OPENAI_BASE_URL"] + "/models"))
 assert os.environ["LOCAL_SERVER_PORT"] in os.environ["REMOTE_OPENAI_BASE_URL"]
 cat, model = opt["--test-category"], opt["--model"].replace("/", "_")
+if "--run-ids" in args:
+    ids = json.loads((root / "test_case_ids_to_generate.json").read_text())
+    assert list(ids) == cat.split(","), (ids, cat)
 if cmd == "generate":
     if str(repeat) in os.environ.get("FAKE_BFCL_FAIL", "").split(","):
         print("openai.APIConnectionError: Connection error.", flush=True)
@@ -329,7 +338,8 @@ def test_allowed_failures_aggregate_the_rest(make_ctx, null_tracker, stand_ins, 
     import runners.eval as ev
 
     monkeypatch.setenv("FAKE_BFCL_FAIL", "2")
-    ctx = _bfcl_ctx(make_ctx, null_tracker, stand_ins, tmp_path, allow_failed_repeats=1)
+    ctx = _bfcl_ctx(make_ctx, null_tracker, stand_ins, tmp_path, allow_failed_repeats=1,
+                    test_ids=["multi_turn_base_0", "multi_turn_base_1"])
     result = ev.run(ctx.spec.eval, ctx)
     assert result.metrics["eval/repeats"] == 2 and result.metrics["eval/repeats_failed"] == 1
     assert result.metrics["eval/accuracy_mean"] == pytest.approx(0.605)

@@ -14,6 +14,7 @@ log paths in the message. The server is stopped in every case (``finally`` + pro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 from registry.context import StageContext, StageResult
 from registry.errors import MissingExtra
 from registry.spec.eval import BfclSpec, EvalSpec
+from runners.eval.bfcl_match import category_of
 from runners.eval.scores import repeat_metrics
 from runners.eval.server import VllmServer, log_tail, run_logged, vllm_argv, wait_until_ready
 from runners.eval.summary import aggregate, summary_table
@@ -61,16 +63,28 @@ def bfcl_env(root: Path, base_url: str, base_env: dict[str, str] | None = None) 
     return env
 
 
+def ids_by_category(test_ids: list[str]) -> dict[str, list[str]]:
+    """``test_case_ids_to_generate.json`` content: ``{category: [ids]}``."""
+    out: dict[str, list[str]] = {}
+    for rid in test_ids:
+        out.setdefault(category_of(rid), []).append(rid)
+    return out
+
+
+def categories(spec: BfclSpec) -> str:
+    return ",".join(ids_by_category(spec.test_ids)) if spec.test_ids else spec.test_category
+
+
 def generate_argv(bfcl_cmd: str, spec: BfclSpec, model_path: Path, result_dir: Path) -> list[str]:
-    return [bfcl_cmd, "generate", "--model", spec.model_name, "--test-category", spec.test_category,
+    return [bfcl_cmd, "generate", "--model", spec.model_name, "--test-category", categories(spec),
             "--temperature", str(spec.temperature), "--num-threads", str(spec.num_threads),
             "--backend", "vllm", "--skip-server-setup", "--local-model-path", str(model_path),
-            "--result-dir", str(result_dir), "--allow-overwrite"]
+            "--result-dir", str(result_dir), "--allow-overwrite"] + (["--run-ids"] if spec.test_ids else [])
 
 
 def evaluate_argv(bfcl_cmd: str, spec: BfclSpec, result_dir: Path, score_dir: Path) -> list[str]:
-    return [bfcl_cmd, "evaluate", "--model", spec.model_name, "--test-category", spec.test_category,
-            "--result-dir", str(result_dir), "--score-dir", str(score_dir)]
+    return [bfcl_cmd, "evaluate", "--model", spec.model_name, "--test-category", categories(spec),
+            "--result-dir", str(result_dir), "--score-dir", str(score_dir)] + (["--partial-eval"] if spec.test_ids else [])
 
 
 def resolve_bfcl_command(command: str, project_root: Path) -> str:
@@ -90,6 +104,8 @@ def run_repeat(r: int, root: Path, bfcl_cmd: str, spec: BfclSpec, model_path: Pa
     outcome = RepeatOutcome(r, root)
     result_dir, score_dir = root / "result", root / "score"
     root.mkdir(parents=True, exist_ok=True)
+    if spec.test_ids:  # BFCL reads it from BFCL_PROJECT_ROOT when --run-ids is given
+        (root / "test_case_ids_to_generate.json").write_text(json.dumps(ids_by_category(spec.test_ids), indent=2))
     env = bfcl_env(root, base_url)
     deadline = started + spec.repeat_timeout_s
     try:
