@@ -92,3 +92,84 @@ def test_hf_step_model_matches_full_forward_with_left_padding(tiny):
         assert len(g.entropies) == min(k, len(g.token_ids))
         assert g.entropies == pytest.approx(direct.tolist(), abs=1e-5)
         assert all(0.0 <= h <= 1.0 for h in g.entropies)
+
+
+def test_vllm_topk_estimate_is_a_lower_bound_and_exact_with_full_mass():
+    from runners.entropy.backend_vllm import topk_entropy
+
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0, -3.0])
+    logp = torch.log_softmax(logits, -1)
+    exact = float(-(logp.exp() * logp).sum())
+    top3, mass3 = topk_entropy(sorted(logp.tolist(), reverse=True)[:3])
+    assert top3 < exact and 0.0 < mass3 < 1.0
+    full, mass = topk_entropy(logp.tolist())
+    assert full == pytest.approx(exact, abs=1e-6) and mass == pytest.approx(1.0)
+    # Raw logprobs + temperature: renormalising over all tokens reproduces the scaled entropy.
+    scaled = torch.log_softmax(logits / 0.7, -1)
+    exact_scaled = float(-(scaled.exp() * scaled).sum())
+    assert topk_entropy(logp.tolist(), 0.7, renormalise=True)[0] == pytest.approx(exact_scaled, abs=1e-6)
+
+
+def test_vllm_backend_without_vllm_names_the_extra():
+    import importlib.util
+
+    from registry.errors import MissingExtra
+    from runners.entropy.backend_vllm import VLLMBackend
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(MissingExtra, match=r"vllm .*pip install 'rl-registry\[vllm\]'"):
+        VLLMBackend("/nowhere", dtype="auto", k=5, temperature=1.0, greedy=False, seed=0, logprobs=20)
+
+
+def test_vllm_backend_against_a_fake_engine(monkeypatch, tiny_model_dir):
+    """vLLM needs a GPU; a stand-in module at that boundary checks what the backend asks of the
+    engine (stop string kept, full distribution, logprobs) and how it reads the answer back."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from runners.entropy.backend_vllm import VLLMBackend, topk_entropy
+
+    @dataclass
+    class Logprob:
+        logprob: float
+
+    @dataclass
+    class Completion:
+        text: str
+        token_ids: list
+        logprobs: list
+        finish_reason: str
+        stop_reason: object
+
+    seen = {}
+    position = {1: Logprob(math.log(0.5)), 2: Logprob(math.log(0.3)), 3: Logprob(math.log(0.1))}
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class LLM:
+        def __init__(self, **kw):
+            seen["llm"] = kw
+            self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(get_vocab_size=lambda: 1000))
+
+        def generate(self, prompts, params, use_tqdm=False):
+            seen["params"] = [p.kw for p in params]
+            return [types.SimpleNamespace(outputs=[Completion('<tool_call>{"name": "f"}</tool_call>', [5, 6, 7],
+                                                              [position] * 3, "stop", "</tool_call>")]),
+                    types.SimpleNamespace(outputs=[Completion("bye", [8], [position], "stop", None)]),
+                    types.SimpleNamespace(outputs=[Completion("cut", [9, 9], [position] * 2, "length", None)])]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    backend = VLLMBackend(str(tiny_model_dir), dtype="auto", k=2, temperature=1.0, greedy=False, seed=3, logprobs=20)
+    assert backend.estimator == "vllm_topk_lower_bound" and seen["llm"]["logprobs_mode"] == "processed_logprobs"
+    gens = backend.generate([[1, 2], [3], [4]], [16, 16, 2])
+    assert [g.finish for g in gens] == ["tool_call", "end", "length"]
+    h, mass = topk_entropy([math.log(0.5), math.log(0.3), math.log(0.1)])
+    assert gens[0].entropies == pytest.approx([h / math.log(1000)] * 2) and len(gens[1].entropies) == 1
+    assert gens[0].topk_mass == pytest.approx([0.9, 0.9]) and mass == pytest.approx(0.9)
+    p = seen["params"][0]
+    assert p["stop"] == ["</tool_call>"] and p["include_stop_str_in_output"] and p["logprobs"] == 20
+    assert (p["top_p"], p["top_k"], p["max_tokens"]) == (1.0, -1, 16) and seen["params"][2]["max_tokens"] == 2

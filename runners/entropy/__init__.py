@@ -76,6 +76,9 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
         metrics.update(profile)
         metrics.update({f"{prefix}/{k}": float(v) for k, v in vars(stats).items()})
         metrics[f"{prefix}/seconds"] = time.monotonic() - started
+        masses = [r["topk_mass"] for r in model_records if r.get("topk_mass") is not None]
+        if masses:  # vLLM: how much of the distribution the top-k estimate saw
+            metrics[f"{prefix}/topk_mass_mean"] = sum(masses) / len(masses)
         headline.update(_headline(model_records, prefix))
         ctx.tracker.set_tags({f"rlreg.entropy.estimator{'.' + ref.label if multi else ''}": estimator})
         ctx.tracker.log_params({f"entropy_estimator.{ref.label}": estimator})

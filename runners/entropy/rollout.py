@@ -53,6 +53,8 @@ class RoundRecord:
     finish: str = ""
     """How the round ended: ``tool_call``, ``end`` or ``length``."""
     model: str = ""
+    topk_mass: float | None = None
+    """vLLM backend: mean probability mass its top-k logprobs covered over the k tokens."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -168,6 +170,8 @@ def _round_record(sample_idx: int, round_idx: int, gen: Generation, answered: li
     entropy = statistics.fmean(gen.entropies) if gen.entropies else float("nan")
     rec = RoundRecord(sample_idx=sample_idx, round=round_idx, entropy=entropy, is_after_tool_call=round_idx > 0,
                       num_tokens=len(gen.token_ids), k_used=len(gen.entropies), finish=gen.finish, model=model)
+    if gen.topk_mass:
+        rec.topk_mass = statistics.fmean(gen.topk_mass)
     if answered:
         names = [a.tool_name for a in answered]
         rec.tool_name = None if not any(names) else ",".join(n or "?" for n in names)
