@@ -1,0 +1,232 @@
+"""The train stage on verl: plan (spec → config, env, argv), check with verl, launch, collect.
+
+``run_train`` is ``runners.verl.run``; ``describe_train`` is what ``rlreg run --dry-run`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from registry.context import StageResult
+from registry.errors import UsageError
+from runners.verl import checkpoints
+from runners.verl.compose import (
+    PROJECT_ROOT,
+    SETUP_HINT,
+    check_config,
+    require_verl,
+    resolve_verl_python,
+    verl_available,
+)
+from runners.verl.config import CONFIG_NAME, VerlLaunchConfig, build_config
+from runners.verl.launch import VerlExitError, launch, verl_argv, verl_env
+
+if TYPE_CHECKING:
+    from registry.context import StageContext
+    from registry.spec import Spec
+    from registry.spec.train import TrainSpec
+
+# verl metric -> headline name on the parent run
+HEADLINE = {"critic/score/mean": "train/score_mean", "actor/entropy": "train/entropy"}
+
+
+@dataclass
+class TrainPlan:
+    python: Path
+    launch: VerlLaunchConfig
+    env: dict[str, str]
+    config_dir: Path
+    checkpoint_dir: Path
+
+    @property
+    def argv(self) -> list[str]:
+        return verl_argv(self.python, self.config_dir, self.launch.overrides)
+
+
+def plan_train(
+    train: "TrainSpec",
+    spec: "Spec",
+    *,
+    project_root: Path,
+    model_path: str,
+    train_files: str,
+    val_files: str,
+    checkpoint_dir: Path,
+    config_dir: Path,
+    tracking_uri: str,
+    run_id: str,
+) -> TrainPlan:
+    env = verl_env(project_root=PROJECT_ROOT, tracking_uri=tracking_uri, run_id=run_id)
+    launch_config = build_config(
+        train,
+        spec,
+        model_path=model_path,
+        train_files=train_files,
+        val_files=val_files,
+        checkpoint_dir=str(checkpoint_dir),
+        # an existing Ray cluster's workers do not inherit this process's environment
+        env_vars=env,
+    )
+    return TrainPlan(
+        python=resolve_verl_python(train.verl.python, project_root),
+        launch=launch_config,
+        env=env,
+        config_dir=config_dir,
+        checkpoint_dir=checkpoint_dir,
+    )
+
+
+def run_train(train: "TrainSpec", ctx: "StageContext") -> StageResult:
+    python = resolve_verl_python(train.verl.python, ctx.project_root)
+    require_verl(python)
+    checkpoint_dir = ctx.resolve_path(train.verl.checkpoint_dir) if train.verl.checkpoint_dir else ctx.work_dir / "checkpoints"
+    config_dir = ctx.out_dir / "verl"
+    plan = plan_train(
+        train,
+        ctx.spec,
+        project_root=ctx.project_root,
+        model_path=str(_model_path(ctx)),
+        train_files=str(ctx.input("convert.train").resolve()),
+        val_files=str(ctx.input("convert.test").resolve()),
+        checkpoint_dir=checkpoint_dir,
+        config_dir=config_dir,
+        tracking_uri=_tracking_uri(ctx),
+        run_id=ctx.tracker.run_id,
+    )
+    plan.launch.write(config_dir)
+    composed = check_config(plan.launch, plan.python, spec_name=ctx.spec.name, config_dir=config_dir)
+    (config_dir / "composed_config.yaml").write_text(yaml.safe_dump(composed, sort_keys=False))
+    (config_dir / "overrides.txt").write_text("".join(o + "\n" for o in plan.launch.overrides))
+    (config_dir / "command.txt").write_text(shlex.join(plan.argv) + "\n")
+    ctx.tracker.log_artifacts(config_dir, "verl")
+    ctx.tracker.set_tags(_tags(plan, train))
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    resumed_from = checkpoints.latest_step(checkpoint_dir) if train.verl.resume_mode == "auto" else None
+    log_path = ctx.out_dir / "logs" / "train.log"
+    try:
+        result = launch(plan.argv, plan.env, cwd=ctx.work_dir, log_path=log_path, timeout_s=train.verl.timeout_s)
+    finally:
+        if log_path.exists():
+            ctx.tracker.log_artifact(log_path, "verl")
+    if result.returncode != 0:
+        raise VerlExitError(result.returncode, log_path, result.tail)
+
+    metrics = _headline_metrics(ctx, result)
+    pointer = checkpoints.write_pointer(ctx.out_dir, checkpoint_dir)
+    info: dict[str, Any] = {
+        "verl_seconds": round(result.seconds, 1),
+        "checkpoint_dir": str(checkpoint_dir),
+        "latest_step": checkpoints.latest_step(checkpoint_dir),
+    }
+    if resumed_from is not None:
+        info["resumed_from_step"] = resumed_from
+    return StageResult(outputs={"checkpoints": pointer, "verl_config": config_dir}, metrics=metrics, info=info)
+
+
+def describe_train(train: "TrainSpec", spec: "Spec") -> str:
+    """The launch a run would make, with placeholders for what only exists at run time."""
+    python = resolve_verl_python(train.verl.python, PROJECT_ROOT)
+    model = spec.model.path if spec.model and spec.model.path else "<model>"
+    plan = plan_train(
+        train,
+        spec,
+        project_root=PROJECT_ROOT,
+        model_path=_placeholder_vars(os.path.expandvars(model)),
+        train_files="<convert.train: train.parquet>",
+        val_files="<convert.test: test.parquet>",
+        checkpoint_dir=Path(train.verl.checkpoint_dir or "<train work dir>/checkpoints"),
+        config_dir=Path("<train stage dir>/verl"),
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "<tracking uri>"),
+        run_id="<train child run id>",
+    )
+    lines = ["verl launch (train.backend: verl)", "", "command:", "  " + shlex.join(plan.argv), "", "environment:"]
+    lines += [f"  {k}={v}" for k, v in plan.env.items()]
+    lines += ["", f"config file <train stage dir>/verl/{CONFIG_NAME}.yaml:", plan.launch.file_text()]
+    if plan.launch.overrides:
+        lines += ["overrides (train.verl.verl_overrides):"] + [f"  {o}" for o in plan.launch.overrides] + [""]
+    if verl_available(python):
+        composed = check_config(plan.launch, python, spec_name=spec.name)
+        lines += [f"composed by verl with {python} (Hydra + validate_config passed):", yaml.safe_dump(composed, sort_keys=False)]
+    else:
+        lines += [f"not composed: no verl python at {python} (create it with {SETUP_HINT})"]
+    return "\n".join(lines)
+
+
+def _placeholder_vars(text: str) -> str:
+    """``${MODEL_ROOT}/x`` with MODEL_ROOT unset -> ``<MODEL_ROOT>/x`` (verl would read ``${…}`` as
+    an OmegaConf interpolation and fail to resolve it)."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: f"<{m.group(1) or m.group(2)}>", text)
+
+
+def _model_path(ctx: "StageContext") -> Path:
+    if "sft.model" in ctx.inputs:
+        return ctx.input("sft.model").resolve()
+    model = ctx.spec.model
+    if model is None or model.path is None:
+        raise UsageError(
+            f"spec '{ctx.spec.name}': model: train.backend verl needs model.path (a local Hugging Face "
+            "directory); model.tiny is for the builtin trainer (set train.backend: builtin, or model.path)"
+        )
+    path = ctx.resolve_ref(model.path) if model.path.startswith("@") else ctx.resolve_path(model.path)
+    if not (path / "config.json").is_file():
+        raise UsageError(
+            f"spec '{ctx.spec.name}': model.path: {path} is not a Hugging Face model directory (no "
+            "config.json); check the path and the environment variables it uses"
+        )
+    return path
+
+
+def _tracking_uri(ctx: "StageContext") -> str:
+    client = getattr(ctx.tracker, "client", None)
+    uri = getattr(client, "tracking_uri", None) if client is not None else None
+    if uri:
+        return uri
+    import mlflow
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def _tags(plan: TrainPlan, train: "TrainSpec") -> dict[str, str]:
+    from runners.reward import reward_source_hash
+
+    return {
+        "rlreg.backend": "verl",
+        "rlreg.reward_sha256": reward_source_hash(),
+        "verl.python": str(plan.python),
+        "verl.command": shlex.join(plan.argv)[:8000],
+        "verl.adv_estimator": train.algorithm.adv_estimator,
+        "verl.ray_address": train.verl.ray_address or "local",
+    }
+
+
+def _headline_metrics(ctx: "StageContext", result) -> dict[str, float]:
+    """Last value of each headline verl metric: from the MLflow run verl logged to, else from the
+    console lines verl printed."""
+    client = getattr(ctx.tracker, "client", None)
+    metrics: dict[str, float] = {}
+    for verl_key, name in HEADLINE.items():
+        value = None
+        if client is not None:
+            try:
+                history = client.get_metric_history(ctx.tracker.run_id, verl_key)
+            except Exception as exc:  # the store is unreachable: the console copy still counts
+                print(f"[rlreg] could not read {verl_key} from MLflow: {exc}", file=sys.stderr)
+                history = []
+            if history:
+                value = max(history, key=lambda m: (m.step, m.timestamp)).value
+        if value is None:
+            value = result.last(verl_key)
+        if value is not None:
+            metrics[name] = float(value)
+    if result.step_metrics:
+        metrics["train/steps"] = float(max(result.step_metrics))
+    return metrics
