@@ -89,6 +89,10 @@ def entropy_figure(records: Sequence[dict], title: str | None = None) -> Any:
             [r + offset for r in rounds], [stats[r].mean for r in rounds], yerr=[stats[r].std for r in rounds],
             marker="o", capsize=4, linewidth=1.8, label=_legend(label, stats),
         )
+        if len({s.count for s in stats.values()}) > 1:  # fewer conversations reach later rounds: say so
+            for r in rounds:
+                ax.annotate(f"n={stats[r].count}", (r + offset, stats[r].mean), textcoords="offset points",
+                            xytext=(6, -12), fontsize=7, color="dimgray")
     all_rounds = sorted({r for stats in profs.values() for r in stats})
     ax.set_xticks(all_rounds)
     ax.set_xticklabels([("0\n(before tools)" if r == 0 else str(r)) for r in all_rounds])

@@ -87,7 +87,7 @@ def test_metrics_figure_and_headline(make_ctx, dataset, null_tracker):
     assert result.metrics["entropy/increase"] == pytest.approx(0.35)
     assert "entropy_increase.png" in null_tracker.artifacts
     assert null_tracker.tags["rlreg.entropy.estimator"] == "scripted"
-    assert null_tracker.params["entropy.k"] == "4"
+    assert null_tracker.params["dataset"] == str(dataset) and null_tracker.params["profiled_models.a"] == "/models/a"
 
 
 def test_two_models_give_two_labelled_profiles_in_one_figure(make_ctx, dataset, null_tracker):

@@ -44,8 +44,9 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
     factory = backend_factory or make_backend
     multi = len(models) > 1
 
-    ctx.tracker.log_params({"entropy": stage_spec.model_dump(mode="json"), "dataset": str(dataset),
-                            "profiled_models": {m.label: str(m.path) for m in models}})
+    # The section itself is logged by the pipeline (params are immutable: never log it twice);
+    # here only what it resolved to.
+    ctx.tracker.log_params({"dataset": str(dataset), "profiled_models": {m.label: str(m.path) for m in models}})
     responses: list[dict] = []
     records: list[dict] = []
     metrics: dict[str, float] = {}
@@ -54,13 +55,15 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
     for ref in models:
         started = time.monotonic()
         backend = factory(ref, stage_spec, ctx)
+        bar = _progress_bar(len(conversations), ref.label)
         try:
             results, stats = rollout(
                 conversations, backend, answerer, max_rounds=stage_spec.max_rounds,
                 max_prompt_length=stage_spec.max_prompt_length, max_response_length=stage_spec.max_response_length,
-                batch_size=stage_spec.batch_size, model=ref.label,
+                batch_size=stage_spec.batch_size, model=ref.label, progress=lambda done, total: bar.update(done - bar.n),
             )
         finally:
+            bar.close()
             estimator = getattr(backend, "estimator", "unknown")
             _release(backend)
         if not results:
@@ -178,6 +181,12 @@ def _figure(records: list[dict], path: Path, ctx: StageContext) -> Path:
     save_figure(fig, path)
     ctx.tracker.log_figure(fig, FIGURE)
     return path
+
+
+def _progress_bar(total: int, label: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"entropy {label}", unit="conv", leave=False)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
