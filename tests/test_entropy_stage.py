@@ -138,7 +138,7 @@ def test_spec_cross_field_rules():
         EntropySpec(models=["a", "b"], labels=["x"])
 
 
-def test_real_mlflow_run_holds_files_metrics_and_figure(make_ctx, dataset, tracker):
+def test_real_mlflow_run_holds_files_metrics_and_figure(make_ctx, dataset, tracker, tmp_path):
     ctx = make_ctx("entropy", spec(dataset, num_samples=3), tracker=tracker)
     result = entropy_stage.run(ctx.spec.entropy, ctx, backend_factory=scripted_factory)
     tracker.flush()
@@ -152,11 +152,24 @@ def test_real_mlflow_run_holds_files_metrics_and_figure(make_ctx, dataset, track
     assert [s for s, _ in history] == [0, 1, 2]
     assert [v for _, v in history] == pytest.approx(ENTROPY_BY_ROUND["a"])
     assert run.data.tags["rlreg.entropy.estimator"] == "scripted"
-    # The analysis side reads the same records back from the run.
-    from analysis.tool_entropy import load_entropy_run
+    # The analysis side reads the same records back: from the stage run, its parent, or the spec name.
+    from click.testing import CliRunner
 
-    back = load_entropy_run(run_id, tracker.client.tracking_uri if hasattr(tracker.client, "tracking_uri") else None)
-    assert back == json.loads(result.outputs["entropy_data"].read_text())
+    from analysis.tool_entropy import load_entropy_run, plot_entropy
+
+    written = json.loads(result.outputs["entropy_data"].read_text())
+    assert load_entropy_run(run_id) == written
+    parent = client.create_run(run.info.experiment_id, tags={"rlreg.role": "parent", "rlreg.spec": "demo-x"})
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    client.set_tag(run_id, "mlflow.parentRunId", parent.info.run_id)
+    client.set_tag(run_id, "rlreg.stage", "entropy")
+    assert load_entropy_run(parent.info.run_id) == written
+    out = tmp_path / "from_run.png"
+    cli = CliRunner().invoke(plot_entropy, ["--run", "demo-x", "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert out.read_bytes()[:4] == b"\x89PNG" and f"{len(written)} records" in cli.output
+    missing = CliRunner().invoke(plot_entropy, ["--run", "f" * 32, "-o", str(out)])
+    assert missing.exit_code == 1 and "is not in the store" in missing.output
 
 
 def test_real_tiny_model_through_the_builtin_backend(make_ctx, dataset, tiny_model_dir, null_tracker):
