@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import runners.convert as convert
 from registry.errors import InputDataError
+from runners import convert
 from runners.convert import reader as reader_mod
 from runners.synth_data import generate_records, write_json
 
@@ -296,7 +297,7 @@ def test_all_records_skipped_is_an_error(make_ctx, tmp_path):
 
 # -- token statistics -------------------------------------------------------------------------
 def test_token_stats_with_a_local_tokenizer(make_ctx, null_tracker, tiny_model_dir):
-    result, _ = run_convert(make_ctx, {"synthetic": {"num_records": 40}, "tokenizer": str(tiny_model_dir)})
+    run_convert(make_ctx, {"synthetic": {"num_records": 40}, "tokenizer": str(tiny_model_dir)})
     metrics = {k: v for k, v, _ in null_tracker.metrics}
     for split in ("train", "test"):
         for kind in ("prompt", "response"):
@@ -344,7 +345,7 @@ def test_logs_datasets_digests_and_counts_to_mlflow(make_ctx, tmp_path, tracker)
     assert json.loads(inputs["test"].profile)["num_rows"] == 4
 
     local = tracker.client.download_artifacts(tracker.run_id, "convert/skipped_records.json", str(tmp_path))
-    skipped = json.loads(open(local).read())
+    skipped = json.loads(Path(local).read_text())
     assert skipped["count"] == 1 and skipped["sample"][0]["line"] == 6
 
 

@@ -111,7 +111,7 @@ def test_match_nested_structures():
 
 
 def test_match_value_types():
-    f = lambda v: [{"name": "f", "arguments": {"v": v}}]  # noqa: E731
+    f = lambda v: [{"name": "f", "arguments": {"v": v}}]
     assert R.tool_calls_match(f(1), f(1.0))
     assert not R.tool_calls_match(f(True), f(1))
     assert not R.tool_calls_match(f("1"), f(1))

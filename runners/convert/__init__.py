@@ -240,4 +240,6 @@ def _dataset(parquet: Path, source: Path, name: str, sha256: str, max_rows: int)
         # schema inference hints that int columns cannot hold NaN: ours never miss values
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         # MLflow stores at most 36 characters of digest
-        return mlflow.data.from_pandas(df, source=str(source), name=name, digest=sha256[:32])
+        dataset = mlflow.data.from_pandas(df, source=str(source), name=name, digest=sha256[:32])
+        _ = dataset.schema  # cached: inferred here, inside the warning filter
+    return dataset

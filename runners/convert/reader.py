@@ -16,9 +16,10 @@ import codecs
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from registry.errors import InputDataError
 
@@ -111,49 +112,24 @@ class RecordReader:
 
     # -- JSON array -------------------------------------------------------------------------
     def _json_array(self, digest: Any) -> Iterator[RawRecord]:
-        decoder = json.JSONDecoder()
-        text_decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         with self.path.open("rb") as f:
-            buf, pos, base, eof = "", 0, 0, False
-
-            def fill() -> bool:
-                nonlocal buf, pos, base, eof
-                if eof:
-                    return False
-                chunk = f.read(CHUNK_CHARS)
-                digest.update(chunk)
-                eof = not chunk
-                if pos > CHUNK_CHARS:  # drop consumed text so the buffer stays one record + a chunk
-                    base += pos
-                    buf, pos = buf[pos:], 0
-                buf += text_decoder.decode(chunk, final=eof)
-                return True
-
-            def skip_ws() -> str:
-                nonlocal pos
-                while True:
-                    while pos < len(buf) and buf[pos] in _WS:
-                        pos += 1
-                    if pos < len(buf) or not fill():
-                        return buf[pos] if pos < len(buf) else ""
-
-            fill()
-            if buf.startswith("\ufeff"):
-                pos = 1
-            first = skip_ws()
+            cur = _Cursor(f, digest)
+            if cur.text.startswith("\ufeff"):
+                cur.pos = 1
+            first = cur.skip_ws()
             if first == "":
                 raise InputDataError(f"{self.path}: the file is empty (expected a JSON array of records)")
             if first != "[":
-                raise self._broken(base + pos, "expected '[' (a JSON array of records)")
-            pos += 1
+                raise self._broken(cur.offset, "expected '[' (a JSON array of records)")
+            cur.pos += 1
             index = 0
-            if skip_ws() == "]":
-                pos += 1
+            if cur.skip_ws() == "]":
+                cur.pos += 1
             else:
                 while True:
-                    value, end = self._decode_one(decoder, lambda: (buf, pos, base), fill, index)
-                    raw = buf[pos:end]
-                    pos = end
+                    value, end = self._decode_one(cur, index)
+                    raw = cur.text[cur.pos:end]
+                    cur.pos = end
                     rec = RawRecord(index=index, excerpt=raw[:EXCERPT_CHARS])
                     if _ESCAPED_BYTES.search(raw):
                         rec.excerpt = rec.excerpt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -162,39 +138,38 @@ class RecordReader:
                         rec.value = value
                     yield rec
                     index += 1
-                    sep = skip_ws()
+                    sep = cur.skip_ws()
                     if sep == ",":
-                        pos += 1
-                        skip_ws()
+                        cur.pos += 1
                         continue
                     if sep == "]":
-                        pos += 1
+                        cur.pos += 1
                         break
                     what = "the file ends before the closing ']' (truncated?)" if sep == "" else (
                         f"expected ',' or ']' after record {index - 1}")
-                    raise self._broken(base + pos, what, index)
-            if skip_ws() != "":
-                raise self._broken(base + pos, "unexpected text after the closing ']'")
+                    raise self._broken(cur.offset, what, index)
+            if cur.skip_ws() != "":
+                raise self._broken(cur.offset, "unexpected text after the closing ']'")
             if index == 0:
                 raise InputDataError(f"{self.path}: the JSON array is empty (no records to convert)")
 
-    def _decode_one(self, decoder: json.JSONDecoder, view: Any, fill: Any, index: int) -> tuple[Any, int]:
+    def _decode_one(self, cur: _Cursor, index: int) -> tuple[Any, int]:
         """Decode the element at the cursor, reading more chunks while it is incomplete."""
         while True:
-            buf, pos, base = view()
-            if len(buf) - pos > MAX_RECORD_CHARS:
-                raise self._broken(base + pos, f"record {index} is larger than {MAX_RECORD_CHARS >> 20} MiB "
+            cur.skip_ws()
+            if len(cur.text) - cur.pos > MAX_RECORD_CHARS:
+                raise self._broken(cur.offset, f"record {index} is larger than {MAX_RECORD_CHARS >> 20} MiB "
                                    "or its JSON never closes", index)
             try:
-                value, end = decoder.raw_decode(buf, pos)
+                value, end = _DECODER.raw_decode(cur.text, cur.pos)
             except json.JSONDecodeError as exc:
                 # an element cut by the chunk end fails near the end (or as an unterminated string):
                 # read on; any other failure is a real syntax error
-                truncated = exc.pos >= len(buf) - 64 or exc.msg.startswith("Unterminated string")
-                if truncated and fill():
+                truncated = exc.pos >= len(cur.text) - 64 or exc.msg.startswith("Unterminated string")
+                if truncated and cur.fill():
                     continue
-                raise self._broken(base + exc.pos, exc.msg, index) from None
-            if end == len(buf) and fill():  # a number at the buffer end might continue
+                raise self._broken(cur.base + exc.pos, exc.msg, index) from None
+            if end == len(cur.text) and cur.fill():  # a number at the buffer end might continue
                 continue
             return value, end
 
@@ -205,3 +180,44 @@ class RecordReader:
             "be resumed past a syntax error, so this fails even with `on_error: skip`; fix the JSON, "
             "or write the records as JSONL (one per line) so that a broken line can be skipped"
         )
+
+
+_DECODER = json.JSONDecoder()
+
+
+class _Cursor:
+    """A window of decoded text over a binary file: ``text[pos:]`` is unread; ``base`` is the
+    file character offset of ``text[0]``. Bytes that are not UTF-8 become lone surrogates
+    (surrogateescape) so one bad record does not stop decoding of the rest."""
+
+    def __init__(self, f: Any, digest: Any):
+        self.f = f
+        self.digest = digest
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self.text, self.pos, self.base, self.eof = "", 0, 0, False
+        self.fill()
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def fill(self) -> bool:
+        """Append the next chunk; False at end of file."""
+        if self.eof:
+            return False
+        chunk = self.f.read(CHUNK_CHARS)
+        self.digest.update(chunk)
+        self.eof = not chunk
+        if self.pos > CHUNK_CHARS:  # drop consumed text: the buffer stays one record + a chunk
+            self.base += self.pos
+            self.text, self.pos = self.text[self.pos:], 0
+        self.text += self.decoder.decode(chunk, final=self.eof)
+        return True
+
+    def skip_ws(self) -> str:
+        """Skip whitespace; the next character, or "" at end of file."""
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in _WS:
+                self.pos += 1
+            if self.pos < len(self.text) or not self.fill():
+                return self.text[self.pos] if self.pos < len(self.text) else ""

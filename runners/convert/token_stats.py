@@ -32,12 +32,14 @@ class TokenStats:
 
     def _prompt_text(self, prompt: list[dict[str, str]], tools: str | None) -> str:
         if getattr(self.tokenizer, "chat_template", None):
+            from jinja2.exceptions import TemplateError
+
             try:
                 return self.tokenizer.apply_chat_template(
                     prompt, tools=json.loads(tools) if tools else None, add_generation_prompt=True, tokenize=False
                 )
-            except Exception:  # a template that rejects a role or tools: count plain text instead
-                pass
+            except (TemplateError, ValueError, TypeError, KeyError):
+                pass  # a template that rejects a role or the tools: count plain text instead
         self.template_fallbacks += 1
         return "\n".join(m["content"] for m in prompt)
 
