@@ -52,6 +52,7 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
     metrics: dict[str, float] = {}
     headline: dict[str, float] = {}
     info: dict[str, Any] = {"dataset": str(dataset), "conversations": len(conversations)}
+    estimators: dict[str, str] = {}
     for ref in models:
         started = time.monotonic()
         backend = factory(ref, stage_spec, ctx)
@@ -83,9 +84,15 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
         if masses:  # vLLM: how much of the distribution the top-k estimate saw
             metrics[f"{prefix}/topk_mass_mean"] = sum(masses) / len(masses)
         headline.update(_headline(model_records, prefix))
-        ctx.tracker.set_tags({f"rlreg.entropy.estimator{'.' + ref.label if multi else ''}": estimator})
+        estimators[ref.label] = estimator
         ctx.tracker.log_params({f"entropy_estimator.{ref.label}": estimator})
-        info[ref.label] = {"estimator": estimator, **vars(stats)}
+        info[ref.label] = (f"{estimator}: {stats.conversations} conversations, {stats.rounds} rounds, "
+                           f"{stats.tool_calls} tool calls ({stats.malformed_calls} malformed)")
+
+    # One tag says how every profile's entropy was measured (exact vs a vLLM approximation).
+    ctx.tracker.set_tags({"rlreg.entropy.estimator": ",".join(sorted(set(estimators.values())))})
+    if multi:
+        ctx.tracker.set_tags({f"rlreg.entropy.estimator.{label}": e for label, e in estimators.items()})
 
     ctx.tracker.log_metrics(metrics, step=0)
     _log_round_series(records, models, multi, ctx)
