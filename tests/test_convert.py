@@ -353,3 +353,15 @@ def test_describe_names_the_settings(make_ctx):
     ctx = make_ctx("convert", {"data": {"synthetic": {"num_records": 10, "seed": 4}, "seed": 9}})
     text = convert.describe(ctx.spec.data, ctx.spec)
     assert "synthetic (10 records, seed 4)" in text and "seed=9" in text
+
+
+def test_external_inputs_name_the_source_file(make_ctx, tmp_path, monkeypatch):
+    from pathlib import Path as P
+
+    monkeypatch.setenv("RLREG_TEST_DATA", str(tmp_path))
+    ctx = make_ctx("convert", {"data": {"source": "$RLREG_TEST_DATA/in.jsonl"}})
+    assert convert.external_inputs(ctx.spec.data, P("/proj")) == {"data.source": tmp_path / "in.jsonl"}
+    ctx = make_ctx("convert", {"data": {"source": "data/in.jsonl"}}, name="rel")
+    assert convert.external_inputs(ctx.spec.data, P("/proj")) == {"data.source": P("/proj/data/in.jsonl")}
+    ctx = make_ctx("convert", {"data": {"synthetic": {"num_records": 5}}}, name="syn")
+    assert convert.external_inputs(ctx.spec.data, P("/proj")) == {}

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runners import reward as R
 
@@ -247,3 +249,38 @@ def test_reward_is_stdlib_only():
 def test_reward_source_hash():
     expected = hashlib.sha256((ROOT / "runners" / "reward.py").read_bytes()).hexdigest()
     assert R.reward_source_hash() == expected
+
+
+# -- properties -------------------------------------------------------------------------------
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from([0.5, 2.25]), st.text(max_size=3))
+_json = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+                     max_leaves=8)
+_calls = st.lists(st.builds(lambda n, a: {"name": n, "arguments": a}, st.sampled_from(["f", "g"]),
+                            st.dictionaries(st.text(max_size=3), _json, max_size=3)), min_size=1, max_size=4)
+
+
+def _shuffle_deep(value, rnd):
+    if isinstance(value, dict):
+        items = list(value.items())
+        rnd.shuffle(items)
+        return {k: _shuffle_deep(v, rnd) for k, v in items}
+    if isinstance(value, list):
+        out = [_shuffle_deep(v, rnd) for v in value]
+        rnd.shuffle(out)
+        return out
+    return value
+
+
+@settings(max_examples=150, deadline=None)
+@given(calls=_calls, seed=st.integers(0, 10_000))
+def test_property_match_ignores_order_everywhere(calls, seed):
+    import random
+
+    shuffled = _shuffle_deep(calls, random.Random(seed))
+    assert R.tool_calls_match(calls, shuffled)
+    assert not R.tool_calls_match(calls, shuffled + [calls[0]])  # one more call: a different multiset
+    # and the full path: rendered as text, parsed back, scored
+    text = "\n".join("<tool_call>\n" + json.dumps(c) + "\n</tool_call>" for c in shuffled)
+    gt = "<think>x</think>\n\n" + "\n".join("<tool_call>" + json.dumps(c) + "</tool_call>" for c in calls)
+    assert R.think_tool_call_reward("<think>y</think>\n\n" + text, gt) == 1.0

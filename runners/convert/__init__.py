@@ -15,6 +15,7 @@ Rows are written in input order within each split (verl shuffles batches itself 
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,16 @@ def describe(stage_spec: DataSpec, spec: Any = None) -> str:
             f"on_error={stage_spec.on_error}")
 
 
+def external_inputs(stage_spec: DataSpec, project_root: Path) -> dict[str, Path]:
+    """Files outside the stage store whose content decides this stage's result. The cache key
+    must hash their bytes: the spec only names the path, and an input edited in place would
+    otherwise be a stale cache hit."""
+    if stage_spec.source is None:
+        return {}
+    raw = Path(os.path.expanduser(os.path.expandvars(stage_spec.source)))
+    return {"data.source": raw if raw.is_absolute() else project_root / raw}
+
+
 def run(stage_spec: DataSpec, ctx: StageContext) -> StageResult:
     path = _source_path(stage_spec, ctx)
     fmt = detect_format(path, stage_spec.format)
@@ -84,7 +95,7 @@ def run(stage_spec: DataSpec, ctx: StageContext) -> StageResult:
         outputs=outputs,
         metrics={"convert/rows_train": float(n_train), "convert/rows_test": float(n_test)},
         info={"rows_train": n_train, "rows_test": n_test, "records_skipped": scan.skipped,
-              "train_sha256": digests["train"], "test_sha256": digests["test"]},
+              "train_sha256": digests["train"][:12], "test_sha256": digests["test"][:12]},
     )
 
 
