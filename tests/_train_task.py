@@ -102,3 +102,29 @@ def train_spec(adv_estimator: str = "grpo", **train_overrides) -> dict:
         "reward": {"function": "think_tool_call"},
         "train": train,
     }
+
+
+def cached_task(tmp_path_factory) -> tuple[Path, Path]:
+    """(train parquet, warm model dir), built once per test session and shared by test modules."""
+    root = tmp_path_factory.getbasetemp() / "train-task"
+    if not (root / "warm" / "config.json").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        build_warm_model(root)
+    return write_parquet(root / "train.parquet"), root / "warm"
+
+
+def sampled_reward(model_dir: Path, samples: int = 64, seed: int = 0) -> float:
+    """Mean think_tool_call reward of ``samples`` sampled answers (temperature 1), seeded."""
+    from runners.modeling import load_model, render_prompt
+    from runners.reward import REWARD_FUNCTIONS
+
+    model, tok = load_model(model_dir, "float32", "cpu")
+    chats = (prompts() * samples)[:samples]
+    batch = tok([render_prompt(tok, p) for p in chats], return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = model.generate(**batch, do_sample=True, top_k=0, max_new_tokens=28,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    texts = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    reward = REWARD_FUNCTIONS["think_tool_call"]
+    return sum(reward(t, answer(TARGET)) for t in texts) / len(texts)
