@@ -365,3 +365,23 @@ def test_external_inputs_name_the_source_file(make_ctx, tmp_path, monkeypatch):
     assert convert.external_inputs(ctx.spec.data, P("/proj")) == {"data.source": P("/proj/data/in.jsonl")}
     ctx = make_ctx("convert", {"data": {"synthetic": {"num_records": 5}}}, name="syn")
     assert convert.external_inputs(ctx.spec.data, P("/proj")) == {}
+
+
+def test_tools_in_system_prompt(make_ctx, tmp_path):
+    from runners.convert.records import TOOLS_FOOTER
+
+    records = list(generate_records(10, seed=0))
+    records[0]["messages"] = records[0]["messages"][1:]  # no system turn: one is added
+    src = write_jsonl(tmp_path / "in.jsonl", records)
+    result, _ = run_convert(make_ctx, {"source": str(src), "tools_in_system_prompt": True, "shuffle": False,
+                                       "test_size": 0.1})
+    rows = read(result.outputs["train"]).to_pylist()
+    first, second = rows[0], rows[1]
+    assert first["prompt"][0]["role"] == "system" and first["prompt"][0]["content"].startswith("# Tools")
+    assert first["prompt"][1:] == records[0]["messages"][:-1]
+    system = second["prompt"][0]["content"]
+    assert system.startswith(records[1]["messages"][0]["content"] + "\n\n# Tools")
+    assert system.endswith(TOOLS_FOOTER)
+    listed = system.split("<tools>")[2].split("</tools>")[0].strip().splitlines()  # [1]: the header text
+    assert [json.loads(line) for line in listed] == records[1]["tools"]
+    assert json.loads(second["extra_info"]["tools"]) == records[1]["tools"]  # kept either way

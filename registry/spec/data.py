@@ -24,7 +24,7 @@ class SyntheticDataSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SyntheticDataSpec":
+    def _fractions(self) -> SyntheticDataSpec:
         if self.tool_response_fraction + self.two_call_fraction > 1.0:
             raise ValueError(
                 "tool_response_fraction + two_call_fraction must be at most 1 (lower one of them)"
@@ -64,12 +64,19 @@ class DataSpec(SpecModel):
     tokenizer: str | None = Field(
         None, description="Optional local tokenizer directory for token-length statistics."
     )
+    tools_in_system_prompt: bool = Field(
+        False,
+        description="Also write each record's `tools` into its system message as the Qwen/Hermes "
+        "`# Tools ... <tools>...</tools>` block (a system message is added if there is none), as "
+        "the user's hardgen converter did. Needed when the trainer renders `prompt` without "
+        "`tools=` (verl's RLHFDataset); `extra_info.tools` is kept either way.",
+    )
     batch_size: int = Field(
         2000, ge=1, description="Records held in memory at once while streaming the input."
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSpec":
+    def _one_source(self) -> DataSpec:
         if (self.source is None) == (self.synthetic is None):
             raise ValueError(
                 "set exactly one of `source` (a JSON/JSONL file) or `synthetic` (generated data)"

@@ -25,7 +25,7 @@ from registry.context import StageContext, StageResult
 from registry.errors import InputDataError
 from registry.spec.data import DataSpec
 from runners.convert.reader import RecordReader, detect_format
-from runners.convert.records import BadRecord, normalize, to_row
+from runners.convert.records import BadRecord, normalize, to_row, with_tools_in_system
 from runners.convert.writer import SplitWriter, file_sha256
 
 SKIP_SAMPLE = 20
@@ -192,6 +192,8 @@ def _write(path: Path, fmt: str, scan: Scan, plan: bytearray, outputs: dict[str,
             valid_pos += 1
             if not split:
                 continue
+            if stage_spec.tools_in_system_prompt:
+                prompt = with_tools_in_system(prompt, tools)
             writers[split].add(to_row(prompt, answer, tools, data_source=stage_spec.data_source,
                                       ability=stage_spec.ability, split=names[split], index=counts[split],
                                       source_index=rec.index))

@@ -110,6 +110,28 @@ def normalize(record: Any) -> tuple[list[dict[str, str]], str, str | None]:
     return turns[:-1], last["content"], _tools_json(record.get("tools"))
 
 
+TOOLS_HEADER = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_FOOTER = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+    "within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
+
+
+def with_tools_in_system(prompt: list[dict[str, str]], tools: str | None) -> list[dict[str, str]]:
+    """The prompt with the tools block (Qwen2.5/Qwen3 chat-template wording) appended to the
+    system message, or prepended as a system message when the prompt has none."""
+    if not tools:
+        return prompt
+    block = TOOLS_HEADER + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in json.loads(tools)) + TOOLS_FOOTER
+    if prompt and prompt[0]["role"] == "system":
+        return [{"role": "system", "content": prompt[0]["content"] + block}, *prompt[1:]]
+    return [{"role": "system", "content": block.lstrip("\n")}, *prompt]
+
+
 def to_row(prompt: list[dict[str, str]], ground_truth: str, tools: str | None, *, data_source: str,
            ability: str, split: str, index: int, source_index: int) -> dict[str, Any]:
     return {
