@@ -239,7 +239,13 @@ def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool
                 echo(f"\n--- {stage} ---")
                 echo(describe(getattr(loaded.spec, STAGES[stage].section), loaded.spec))
         return
-    summary = Pipeline(loaded, stages=only, force=force, echo=echo).run()
+    import contextlib
+
+    # With --json, stdout carries only the JSON summary: anything libraries print (MLflow prints
+    # "View run … at: <url>" for server URIs) goes to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with quiet:
+        summary = Pipeline(loaded, stages=only, force=force, echo=echo).run()
     echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
     for s in summary.stages:
         for k, v in s.metrics.items():
