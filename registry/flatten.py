@@ -7,7 +7,7 @@ import re
 from typing import Any, Iterator
 
 MAX_PARAM_CHARS = 6000
-SECRET_RE = re.compile(r"(token|api[_-]?key|password|passwd|secret|credential)", re.IGNORECASE)
+SECRET_WORDS = {"token", "password", "passwd", "secret", "credential", "credentials", "apikey"}
 REDACTED = "***"
 
 
@@ -26,9 +26,12 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def is_secret_key(key: str) -> bool:
-    # Only the last component: `max_new_tokens` is not a secret, `hf_token` is.
-    last = key.rsplit(".", 1)[-1]
-    return bool(SECRET_RE.search(last)) and not last.endswith(("tokens", "_length", "_len"))
+    """Judged on the words of the last key component: `hf_token`, `OPENAI_API_KEY`, `db.password`
+    are secrets; `max_new_tokens` and `tokenizer` are not."""
+    last = key.rsplit(".", 1)[-1].lower()
+    words = [w for w in re.split(r"[_\-\s]+", last) if w]
+    joined = "".join(words)
+    return bool(SECRET_WORDS & set(words)) or "apikey" in joined or "secretkey" in joined
 
 
 def format_value(value: Any) -> str:
