@@ -101,7 +101,9 @@ def test_chat_template_renders_tools_think_tool_turns(tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompt = render_prompt(tok, CHAT[:-1], json.dumps(TOOLS))
-    assert prompt.startswith("<|im_start|>system\nBe brief.\n# Tools\n- get_weather(city: string, unit?: string in c|f): Weather for a city.\n")
+    assert prompt.startswith(
+        "<|im_start|>system\nBe brief.\n# Tools\n- get_weather(city: string, unit?: string in c|f): Weather for a city.<|im_end|>\n"
+    )
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>' in prompt
     # Two consecutive tool turns share one user turn, each wrapped in <tool_response>.
     assert "<|im_start|>user\n<tool_response>\n{\"temp\": 3}\n</tool_response>\n<tool_response>\n{\"wind\": 9}\n</tool_response><|im_end|>\n" in prompt

@@ -5,7 +5,8 @@ turn, assistant content (``<think>…</think>``, ``<tool_call>…</tool_call>``)
 structured OpenAI ``tool_calls`` become ``<tool_call>`` blocks, and consecutive tool turns are
 wrapped in ``<tool_response>`` inside one user turn, as Qwen does. Tools are rendered compactly
 (``- name(arg: type, opt?: type): description``) because the tools text dominates the prompt
-length, and a tiny model's speed is proportional to it.
+length, and a tiny model's speed is proportional to it; for the same reason there is no
+instruction text (a tiny model learns the answer format from SFT, not from instructions).
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ CHAT_TEMPLATE = (
     "{{- '<|im_start|>system\\n' -}}"
     "{%- if ns.system -%}{{- ns.system + '\\n' -}}{%- endif -%}"
     "{{- '# Tools\\n' -}}"
-    "{%- for tool in tools -%}{{- fn_sig(tool) + '\\n' -}}{%- endfor -%}"
-    "{{- 'Answer: <think>reasoning</think> then <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call><|im_end|>\\n' -}}"
+    "{%- for tool in tools -%}{{- fn_sig(tool) + ('<|im_end|>\\n' if loop.last else '\\n') -}}{%- endfor -%}"
     "{%- elif ns.system -%}"
     "{{- '<|im_start|>system\\n' + ns.system + '<|im_end|>\\n' -}}"
     "{%- endif -%}"
