@@ -189,3 +189,52 @@ def test_real_tiny_model_through_the_builtin_backend(make_ctx, dataset, tiny_mod
     assert all(r["prompt"].startswith("<|im_start|>system") for r in responses)
     assert all(sum(m["role"] == "tool" for m in r["messages"]) == r["num_rounds"] for r in responses)
     assert math.isfinite(result.metrics["entropy/round_0_mean"])
+
+
+@pytest.mark.slow
+def test_pipeline_runs_convert_then_entropy_and_reuses_it(tmp_path, mlflow_uri, monkeypatch, tiny_model_dir):
+    """`rlreg run` on a spec with convert + entropy: a tracked child run holding the files, the
+    metrics and the figure; the second run is a cache hit."""
+    import mlflow
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "ent.yaml").write_text(f"""\
+experiment: entropy-test
+data:
+  synthetic: {{num_records: 40, seed: 1, tool_response_fraction: 0.5}}
+  max_samples: 40
+  test_size: 0.2
+pipeline: [convert, entropy]
+entropy:
+  models: ["{tiny_model_dir}"]
+  labels: [tiny]
+  tools_config: specs/tools/demo_tools.yaml
+  num_samples: 4
+  batch_size: 4
+  max_prompt_length: 2048
+  max_response_length: 16
+  k: 4
+  device: cpu
+""")
+    monkeypatch.setenv("RLREG_SPECS_DIR", str(specs))
+    monkeypatch.setenv("RLREG_HOME", str(tmp_path / "home"))
+    outs = []
+    for _ in range(2):
+        r = CliRunner().invoke(main, ["run", "ent", "--json"])
+        assert r.exit_code == 0, r.output
+        outs.append(json.loads(r.stdout[r.stdout.index("{"):]))
+    first, second = ({s["stage"]: s for s in o["stages"]} for o in outs)
+    assert not first["entropy"]["cache_hit"] and second["entropy"]["cache_hit"]
+    client = mlflow.MlflowClient(mlflow_uri)
+    child = first["entropy"]["run_id"]
+    assert {"responses.jsonl", "entropy_data.json", "entropy_increase.png"} <= {a.path for a in client.list_artifacts(child)}
+    run = client.get_run(child)
+    assert run.data.metrics["entropy/round_0/count"] == 4 and run.data.tags["rlreg.entropy.estimator"] == "exact_full_vocab"
+    parent = client.get_run(outs[0]["parent_run_id"])
+    assert 0.0 < parent.data.metrics["entropy/round_0_mean"] <= 1.0
+    data = json.loads(Path(first["entropy"]["outputs"]["entropy_data"]).read_text())
+    assert [r["sample_idx"] for r in data if r["round"] == 0] == [0, 1, 2, 3]
