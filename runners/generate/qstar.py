@@ -128,17 +128,19 @@ def solve_alpha_full(
     alpha = alpha0.to(dtype).clone() if alpha0 is not None else torch.full((batch,), 0.5, dtype=dtype, device=lth.device)
     lo, hi = torch.zeros_like(alpha), torch.ones_like(alpha)
     active = torch.arange(batch, device=lth.device)
+    sub_lth, sub_ell = lth, ell  # shrunk only when some rows converge (indexing copies B × V)
     for it in range(1, max_iter + 1):
-        a = lth[active] + alpha[active].unsqueeze(-1) * ell[active]
-        q = torch.softmax(a, dim=-1)
-        e = ell[active]
-        f = (q * e).sum(-1)
-        var = (q * (e - f.unsqueeze(-1)).square()).sum(-1)
-        new, lo[active], hi[active], done = _newton_update(alpha[active], lo[active], hi[active], f, var, tol)
+        a = alpha[active]
+        q = torch.softmax(torch.addcmul(sub_lth, a.unsqueeze(-1), sub_ell), dim=-1)
+        f = (q * sub_ell).sum(-1)
+        var = (q * (sub_ell - f.unsqueeze(-1)).square()).sum(-1)
+        new, lo[active], hi[active], done = _newton_update(a, lo[active], hi[active], f, var, tol)
         alpha[active] = new
-        active = active[~done]
-        if active.numel() == 0:
+        if bool(done.all()):
             return alpha.clamp(0.0, 1.0), it
+        if bool(done.any()):
+            keep = ~done
+            active, sub_lth, sub_ell = active[keep], sub_lth[keep], sub_ell[keep]
     return alpha.clamp(0.0, 1.0), max_iter
 
 
