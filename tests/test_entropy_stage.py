@@ -238,3 +238,13 @@ entropy:
     assert 0.0 < parent.data.metrics["entropy/round_0_mean"] <= 1.0
     data = json.loads(Path(first["entropy"]["outputs"]["entropy_data"]).read_text())
     assert [r["sample_idx"] for r in data if r["round"] == 0] == [0, 1, 2, 3]
+
+
+def test_dry_run_description_names_models_data_and_estimator():
+    from registry.spec import Spec
+
+    spec = Spec.model_validate({"name": "cmp", "entropy": {"models": ["@a", "@b"], "backend": "vllm", "k": 7,
+                                                           "tools_config": "t.yaml"}})
+    text = entropy_stage.describe(spec.entropy, spec)
+    assert "models: @a, @b" in text and "first 7 tokens" in text and "vLLM top-20 logprob lower bound" in text
+    assert "convert stage's test split" in text and "else t.yaml" in text

@@ -110,6 +110,20 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
     )
 
 
+def describe(stage_spec: EntropySpec, spec: Any) -> str:
+    """What ``rlreg run --dry-run`` prints for this stage."""
+    models = ", ".join(stage_spec.models) or f"this spec's own model ({spec.name}: merge/train/sft output or model.path)"
+    data = stage_spec.dataset or f"the convert stage's {stage_spec.split} split"
+    tools = {"replay": "replay the dataset's tool turns" + (f", else {stage_spec.tools_config}" if stage_spec.tools_config else ""),
+             "tools_config": f"execute {stage_spec.tools_config}"}[stage_spec.tool_source]
+    estimator = ("exact full-vocabulary entropy (transformers)" if stage_spec.backend == "builtin"
+                 else f"vLLM top-{stage_spec.vllm_logprobs} logprob lower bound")
+    return (f"entropy: {stage_spec.num_samples} conversations from {data}; models: {models}\n"
+            f"  up to {stage_spec.max_rounds} tool rounds, {stage_spec.max_response_length} generated tokens each, "
+            f"entropy of the first {stage_spec.k} tokens per round at temperature {stage_spec.temperature}\n"
+            f"  tool answers: {tools}; {estimator}")
+
+
 def make_backend(ref: ModelRef, stage_spec: EntropySpec, ctx: StageContext) -> Backend:
     dtype, device = _dtype_device(stage_spec, ctx)
     common = dict(k=stage_spec.k, temperature=stage_spec.temperature, greedy=stage_spec.greedy, seed=stage_spec.seed)
