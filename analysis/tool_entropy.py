@@ -85,14 +85,15 @@ def entropy_figure(records: Sequence[dict], title: str | None = None) -> Any:
             continue
         offset = (i * 0.08 - width / 2) if len(profs) > 1 else 0.0
         rounds = list(stats)
-        ax.errorbar(
+        line = ax.errorbar(
             [r + offset for r in rounds], [stats[r].mean for r in rounds], yerr=[stats[r].std for r in rounds],
             marker="o", capsize=4, linewidth=1.8, label=_legend(label, stats),
         )
         if len({s.count for s in stats.values()}) > 1:  # fewer conversations reach later rounds: say so
-            for r in rounds:
-                ax.annotate(f"n={stats[r].count}", (r + offset, stats[r].mean), textcoords="offset points",
-                            xytext=(6, -12), fontsize=7, color="dimgray")
+            color = line.lines[0].get_color()
+            for r in rounds:  # counts along the bottom, one row per model, in the line's colour
+                ax.annotate(f"n={stats[r].count}", (r + offset, 0.0), textcoords="offset points",
+                            xytext=(0, 4 + 10 * i), fontsize=7, color=color, ha="center")
     all_rounds = sorted({r for stats in profs.values() for r in stats})
     ax.set_xticks(all_rounds)
     ax.set_xticklabels([("0\n(before tools)" if r == 0 else str(r)) for r in all_rounds])
