@@ -1,10 +1,10 @@
 """Strict binary tool-call reward (domain.md §2), usable three ways:
 
 * by the builtin trainer / eval: ``REWARD_FUNCTIONS[spec.reward.function](response, ground_truth)``;
-* by verl as a standalone file: ``custom_reward_function.path=runners/reward.py``,
-  ``custom_reward_function.name=compute_score``. The variant is chosen by the keyword
-  ``reward_function`` (verl passes ``custom_reward_function.reward_kwargs`` as keywords:
-  ``+custom_reward_function.reward_kwargs.reward_function=tool_call``), else by
+* by verl as a standalone file: ``reward.custom_reward_function.path=runners/reward.py``,
+  ``reward.custom_reward_function.name=compute_score`` (verl 0.9 keys). The variant is chosen by
+  the keyword ``reward_function`` (verl merges ``reward_kwargs`` into each call:
+  ``+reward.custom_reward_function.reward_kwargs.reward_function=tool_call``), else by
   ``extra_info["reward_function"]``, else by ``DEFAULT_FUNCTION`` (``think_tool_call``);
 * by anything that must record which reward ran: ``reward_source_hash()``.
 
@@ -37,8 +37,9 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -126,7 +127,7 @@ def tool_calls_match(a: list, b: list) -> bool:
     """True iff ``a`` and ``b`` hold the same calls as a multiset (order-insensitive, nested)."""
     if a is None or b is None:
         return False
-    norm = lambda calls: Counter(_canonical(_decode_arguments(c) if isinstance(c, dict) else c) for c in calls)  # noqa: E731
+    norm = lambda calls: Counter(_canonical(_decode_arguments(c) if isinstance(c, dict) else c) for c in calls)
     return norm(a) == norm(b)
 
 

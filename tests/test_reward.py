@@ -284,3 +284,31 @@ def test_property_match_ignores_order_everywhere(calls, seed):
     text = "\n".join("<tool_call>\n" + json.dumps(c) + "\n</tool_call>" for c in shuffled)
     gt = "<think>x</think>\n\n" + "\n".join("<tool_call>" + json.dumps(c) + "</tool_call>" for c in calls)
     assert R.think_tool_call_reward("<think>y</think>\n\n" + text, gt) == 1.0
+
+
+VERL_PYTHON = ROOT / ".venv-verl" / "bin" / "python"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VERL_PYTHON.exists(), reason="needs the verl venv (.venv-verl)")
+def test_verl_loads_and_calls_the_reward_file():
+    # verl 0.9.1's own loader and config keys, with the no-think variant chosen by reward_kwargs
+    import subprocess
+
+    script = f"""
+from hydra import compose, initialize_config_module
+from verl.trainer.ppo.reward import get_custom_reward_fn
+with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+    cfg = compose(config_name="ppo_trainer", overrides=[
+        "reward.custom_reward_function.path={ROOT / 'runners' / 'reward.py'}",
+        "reward.custom_reward_function.name=compute_score",
+        "+reward.custom_reward_function.reward_kwargs.reward_function=tool_call"])
+fn = get_custom_reward_fn(cfg)
+gt = {GT!r}
+print(fn(data_source="hardgen", solution_str={WEATHER!r}, ground_truth=gt, extra_info={{"split": "train"}},
+         reward_router_address=None), fn(data_source="hardgen", solution_str={TIME!r}, ground_truth=gt, extra_info={{}}))
+"""
+    out = subprocess.run([str(VERL_PYTHON), "-c", script], check=False, capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1.0 0.0"
