@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 SYSTEM_PROMPT = "You are a helpful assistant. Answer by calling the right tool."
 
@@ -149,7 +150,7 @@ SINGLE_TASKS: list[Callable[[random.Random], Task]] = [_weather, _currency, _ala
 def _orders_chain(r: random.Random) -> tuple[str, Task, dict, Task]:
     name, status, user_id = r.choice(NAMES), r.choice(ORDER_STATUS), r.randint(100, 9999)
     user = f"Look up {name}'s account and list the {status} orders."
-    first = (user, f"I need {name}'s user id first.", [_call("lookup_user", **{"name": name})])
+    first = (user, f"I need {name}'s user id first.", [_call("lookup_user", name=name)])
     response = {"name": name, "user_id": user_id}
     final = (user, f"The user id is {user_id}; now list {status} orders.",
              [_call("get_orders", user_id=user_id, status=status)])
