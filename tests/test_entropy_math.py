@@ -67,3 +67,11 @@ def test_trainer_token_stats_match_formula():
     assert torch.allclose(with_grad.entropy, detached.entropy, atol=1e-5)
     assert with_grad.entropy.requires_grad and not detached.entropy.requires_grad
     assert detached.log_prob.requires_grad  # the policy gradient flows through log-probs
+
+
+def test_callers_logits_are_not_modified():
+    logits = torch.randn(5, 50)
+    before = logits.clone()
+    entropy_from_logits(logits, chunk_size=2)
+    entropy_from_logits(logits, temperature=0.5, chunk_size=2)
+    assert torch.equal(logits, before)

@@ -26,11 +26,18 @@ def entropy_from_logits(
     out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
     with torch.no_grad():
         for start in range(0, flat.shape[0], chunk_size):
-            z = flat[start : start + chunk_size].float()
+            rows = flat[start : start + chunk_size]
+            # Our own float32 copy (never the caller's tensor: it is modified in place below).
             if temperature != 1.0:
-                z = z / temperature
-            logp = torch.log_softmax(z, dim=-1)
-            out[start : start + chunk_size] = -(logp.exp() * logp).sum(-1)
+                z = rows.float() / temperature
+            else:
+                z = rows.float().clone() if rows.dtype == torch.float32 else rows.float()
+            # −Σ p·log p with log p = z − logsumexp(z) written in place: two (rows × V) float32
+            # temporaries per chunk (log p, p) instead of four, and the accuracy of log_softmax
+            # (logsumexp(z) − Σ p·z loses ~5e-5 to cancellation at V = 32k).
+            z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))
+            p = z.exp()
+            out[start : start + chunk_size] = -p.mul_(z).sum(-1)
     return out.reshape(shape)
 
 
