@@ -27,9 +27,10 @@ if [[ $LIGHT == 1 ]]; then
     "openai>=1.86.0" "mistralai==1.7.0" "anthropic>=0.75.0" "cohere==5.18.0" "typer>=0.12.5" "tabulate>=0.9.0" \
     "datamodel-code-generator==0.25.7" "google-genai>=1.52.0" qwen-agent "mpmath==1.3.0" "tenacity>=8.5.0" \
     "writer-sdk>=2.1.0" overrides boto3 beautifulsoup4 html2text "rank_bm25==0.2.2" google-search-results \
-    "networkx==3.3" "filelock==3.20.0" "transformers>=4.45" sentencepiece
+    "networkx==3.3" "filelock==3.20.0" "transformers>=4.45" sentencepiece soundfile
 else
   "$VENV/bin/pip" install --quiet "$SPEC" "transformers>=4.45"
 fi
-"$VENV/bin/bfcl" version
+"$VENV/bin/bfcl" --help > /dev/null  # imports every handler: fails loudly if a dependency is missing
+# (`bfcl version` itself is broken in bfcl-eval 2026.3.23: it looks up a package named "bfcl")
 echo "BFCL ready: $VENV/bin/bfcl"

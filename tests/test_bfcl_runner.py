@@ -120,6 +120,33 @@ def test_repeat_metrics_from_a_score_dir(tmp_path):
         repeat_metrics(tmp_path / "empty")
 
 
+# Written by a real `bfcl evaluate --partial-eval` (bfcl-eval 2026.3.23) on this machine, for two
+# simple_python records answered by an untrained tiny model served with `transformers serve`.
+REAL_NON_LIVE = """Rank,Model,Non-Live Overall Acc,AST Summary,Simple AST,Python Simple AST,Java Simple AST,JavaScript Simple AST,Multiple AST,Parallel AST,Parallel Multiple AST,Irrelevance Detection
+1,Qwen3-4B-Instruct-2507 (FC),0.00%,N/A,N/A,0.00%,N/A,N/A,N/A,N/A,N/A,N/A"""
+REAL_OVERALL = """Rank,Overall Acc,Model,Model Link,Total Cost ($),Latency Mean (s),Latency Standard Deviation (s),Latency 95th Percentile (s),Non-Live AST Acc,Non-Live Simple AST,Non-Live Multiple AST,Non-Live Parallel AST,Non-Live Parallel Multiple AST,Live Acc,Live Simple AST,Live Multiple AST,Live Parallel AST,Live Parallel Multiple AST,Multi Turn Acc,Multi Turn Base,Multi Turn Miss Func,Multi Turn Miss Param,Multi Turn Long Context,Web Search Acc,Web Search Base,Web Search No Snippet,Memory Acc,Memory KV,Memory Vector,Memory Recursive Summarization,Relevance Detection,Irrelevance Detection,Format Sensitivity Max Delta,Format Sensitivity Standard Deviation,Organization,License
+1,0.00%,Qwen3-4B-Instruct-2507 (FC),https://huggingface.co/Qwen/Qwen3-4B-Instruct-2507,0.01,65.76,38.63,90.34,N/A,N/A,N/A,N/A,N/A,0.00%,N/A,N/A,N/A,N/A,0.00%,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,Qwen,apache-2.0"""
+REAL_SCORE_JSON = '{"accuracy": 0.0, "correct_count": 0, "total_count": 2}\n{"id": "simple_python_0", "valid": false, "error_type": "simple_function_checker:wrong_count"}\n'
+
+
+def test_real_bfcl_score_files(tmp_path):
+    (tmp_path / "data_non_live.csv").write_text(REAL_NON_LIVE)
+    (tmp_path / "data_overall.csv").write_text(REAL_OVERALL)
+    (tmp_path / "data_multi_turn.csv").write_text(USER_CSV)
+    group = tmp_path / "Qwen_Qwen3-4B-Instruct-2507-FC" / "non_live"
+    group.mkdir(parents=True)
+    (group / "BFCL_v4_simple_python_score.json").write_text(REAL_SCORE_JSON)
+    overall = parse_score_csv(REAL_OVERALL)[0]
+    assert overall["Model Link"].startswith("https://") and overall["Total Cost ($)"] == "0.01"
+    assert overall["Overall Acc"] == 0.0 and math.isnan(overall["Multi Turn Base"])
+    m = repeat_metrics(tmp_path)
+    assert m["eval/accuracy"] == 0.0 and m["eval/simple_python_accuracy"] == 0.0
+    assert m["eval/bfcl/non_live/python_simple_ast"] == 0.0 and m["eval/bfcl/overall/overall_acc"] == 0.0
+    assert m["eval/bfcl/multi_turn/base"] == pytest.approx(0.617)
+    assert not any("latency" in k or "cost" in k or "format_sensitivity" in k for k in m)
+    assert "eval/bfcl/non_live/java_simple_ast" not in m
+
+
 # -- readiness wait against a real local HTTP server --------------------------------------------------
 class _Models(BaseHTTPRequestHandler):
     ready_after = 3  # answer 503 to the first requests, like a server still loading weights

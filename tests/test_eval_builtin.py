@@ -166,6 +166,10 @@ def test_spec_rules():
         Spec.model_validate({"name": "x", "eval": {"bfcl_data": {}}})
     with pytest.raises(Exception, match="builtin backend"):
         Spec.model_validate({"name": "x", "eval": {"backend": "bfcl", "bfcl_data": {"category": "simple_python"}}})
+    with pytest.raises(Exception, match="at least 2 ids"):
+        Spec.model_validate({"name": "x", "eval": {"backend": "bfcl", "bfcl": {"test_ids": ["multi_turn_base_0"]}}})
+    with pytest.raises(Exception, match="bfcl.test_ids"):
+        Spec.model_validate({"name": "x", "eval": {"backend": "bfcl", "max_samples": 5}})
 
 
 from test_bfcl_match import bfcl_wheel  # noqa: E402,F401  (session fixture: the bfcl-eval wheel)

@@ -51,7 +51,8 @@ class BfclSpec(SpecModel):
         default_factory=list,
         description="Only these BFCL record ids (e.g. a smoke run: [multi_turn_base_0, multi_turn_base_1]); "
         "written to test_case_ids_to_generate.json and run with --run-ids / --partial-eval. The categories "
-        "come from the ids and `test_category` is ignored. Scores are then over these ids only.",
+        "come from the ids and `test_category` is ignored. Scores are then over these ids only. At least "
+        "2 ids: `bfcl evaluate` (2026.3.23) crashes computing a latency std over one record.",
     )
     model_name: str = Field(
         "Qwen/Qwen3-4B-Instruct-2507-FC",
@@ -86,6 +87,13 @@ class BfclSpec(SpecModel):
         "others and `eval/repeats_failed` says so). Default 0: any failed repeat fails the stage, after "
         "every finished repeat has been logged.",
     )
+
+    @model_validator(mode="after")
+    def _two_ids(self) -> "BfclSpec":
+        if len(self.test_ids) == 1:
+            raise ValueError("test_ids needs at least 2 ids: `bfcl evaluate` crashes computing a latency "
+                             "std over one record (add a second id)")
+        return self
 
 
 class EvalSpec(SpecModel):

@@ -30,6 +30,12 @@ NON_METRIC_COLUMNS = {"rank", "model", "model link", "organization", "license", 
                       "latency mean (s)", "latency standard deviation (s)", "latency 95th percentile (s)"}
 
 
+def _not_an_accuracy(column: str) -> bool:
+    # cost/latency are raw numbers, format-sensitivity columns are deltas over prompt configs
+    low = column.lower()
+    return low in NON_METRIC_COLUMNS or low.startswith(("format sensitivity", "config "))
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
@@ -64,7 +70,7 @@ def parse_score_csv(text: str, source: str = "<csv>") -> list[dict[str, Any]]:
             raise InputDataError(f"{source}: line {lineno} has {len(cells)} cells for {len(header)} columns")
         row: dict[str, Any] = {}
         for name, cell in zip(header, cells):
-            if name.lower() in NON_METRIC_COLUMNS:
+            if _not_an_accuracy(name):
                 row[name] = cell.strip()
                 continue
             try:
