@@ -51,14 +51,14 @@ if args[:2] == ["-m", "verl.trainer.main_ppo"]:
         time.sleep(float(os.environ["STANDIN_SLEEP"]))
     print("ray init kwargs: {{...}}", flush=True)
     print("step:1 - actor/entropy:0.9 - critic/score/mean:0.25 - perf/time:1.5", flush=True)
-    print("step:2 - actor/entropy:0.8 - critic/score/mean:0.5", flush=True)
+    print("step:2 - actor/entropy:0.8 - critic/score/mean:0.5 - val-core/hardgen/reward/mean@1:0.375 - training/global_step:2", flush=True)
     print("some stderr noise", file=sys.stderr, flush=True)
     if os.environ.get("STANDIN_MLFLOW"):
         import mlflow
         from mlflow.entities import Metric
         client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
         client.log_batch(os.environ["MLFLOW_RUN_ID"], metrics=[
-            Metric("critic/score/mean", 0.25, 0, 1), Metric("critic/score/mean", 0.75, 0, 2),
+            Metric("critic/score/mean", 0.125, 0, 1), Metric("critic/score/mean", 0.75, 0, 2),
             Metric("actor/entropy", 0.6, 0, 2)])
     (ckpt / "global_step_2" / "actor").mkdir(parents=True, exist_ok=True)
     (ckpt / "latest_checkpointed_iteration.txt").write_text("2")
@@ -150,7 +150,8 @@ def test_launch_passes_env_argv_streams_log_and_artifacts(verl_ctx, stand_in, tr
     assert "step:1 - actor/entropy:0.9" in log and "some stderr noise" in log
 
     # nothing in the store (verl logged nothing): the console's last values
-    assert result.metrics == {"train/score_mean": 0.5, "train/entropy": 0.8, "train/steps": 2.0}
+    assert result.metrics == {"train/reward_mean_first": 0.25, "train/reward_mean_last": 0.5,
+                              "actor/entropy_last": 0.8, "train/steps": 2.0, "val/reward_mean_last": 0.375}
     pointer = json.loads(result.outputs["checkpoints"].read_text())
     assert pointer["latest_step"] == 2 and pointer["dir"] == str((ctx.work_dir / "checkpoints").resolve())
 
@@ -173,10 +174,11 @@ def test_metrics_verl_logs_to_the_child_run_become_the_headline(verl_ctx, tracke
     monkeypatch.setenv("STANDIN_MLFLOW", "1")
     ctx = verl_ctx(tracker=tracker)
     result = verl_runner.run(ctx.spec.train, ctx)
-    # last values from the MLflow run verl logged to (0.75), not the console's 0.5
-    assert result.metrics == {"train/score_mean": 0.75, "train/entropy": 0.6, "train/steps": 2.0}
+    # values from the MLflow run verl logged to (0.125 / 0.75), not the console's 0.25 / 0.5
+    assert result.metrics == {"train/reward_mean_first": 0.125, "train/reward_mean_last": 0.75,
+                              "actor/entropy_last": 0.6, "train/steps": 2.0, "val/reward_mean_last": 0.375}
     history = tracker.client.get_metric_history(tracker.run_id, "critic/score/mean")
-    assert sorted((m.step, m.value) for m in history) == [(1, 0.25), (2, 0.75)]
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.125), (2, 0.75)]
 
 
 def test_console_metrics_are_used_without_a_store(verl_ctx, null_tracker):
@@ -184,7 +186,7 @@ def test_console_metrics_are_used_without_a_store(verl_ctx, null_tracker):
 
     ctx = verl_ctx(tracker=null_tracker)
     result = verl_runner.run(ctx.spec.train, ctx)
-    assert result.metrics == {"train/score_mean": 0.5, "train/entropy": 0.8, "train/steps": 2.0}
+    assert result.metrics["train/reward_mean_last"] == 0.5 and result.metrics["actor/entropy_last"] == 0.8
     assert "verl/train.log" in null_tracker.artifacts
 
 
@@ -264,8 +266,10 @@ def test_log_lines_stream_while_verl_runs(stand_in, tmp_path, monkeypatch):
     argv = [str(stand_in), "-m", "verl.trainer.main_ppo", "--config-path", str(cfg), "--config-name", "rlreg_verl"]
     result = launch(argv, {}, cwd=tmp_path, log_path=tmp_path / "log.txt", console=console, timeout_s=60)
     assert result.returncode == 0 and result.seconds < 20
-    assert result.step_metrics == {1: {"actor/entropy": 0.9, "critic/score/mean": 0.25, "perf/time": 1.5},
-                                   2: {"actor/entropy": 0.8, "critic/score/mean": 0.5}}
+    assert result.step_metrics == {
+        1: {"actor/entropy": 0.9, "critic/score/mean": 0.25, "perf/time": 1.5},
+        2: {"actor/entropy": 0.8, "critic/score/mean": 0.5, "val-core/hardgen/reward/mean@1": 0.375, "training/global_step": 2.0},
+    }
 
 
 def test_timeout_stops_verl(stand_in, tmp_path, monkeypatch):

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from registry.spec import Spec
     from registry.spec.train import TrainSpec
 
-# verl metric -> headline name on the parent run
-HEADLINE = {"critic/score/mean": "train/score_mean", "actor/entropy": "train/entropy"}
+SCORE_KEY = "critic/score/mean"
+ENTROPY_KEY = "actor/entropy"
+VAL_KEY = re.compile(r"^val-core/[^/]+/(reward|acc)/mean@\d+$")
 
 
 @dataclass
@@ -209,24 +210,43 @@ def _tags(plan: TrainPlan, train: "TrainSpec") -> dict[str, str]:
 
 
 def _headline_metrics(ctx: "StageContext", result) -> dict[str, float]:
-    """Last value of each headline verl metric: from the MLflow run verl logged to, else from the
-    console lines verl printed."""
+    """The builtin trainer's headline names, from what verl logged: the MLflow run verl attached
+    to (latest value per key, first score from its history), else the console lines it printed.
+
+    train/reward_mean_first|last <- critic/score/mean   actor/entropy_last <- actor/entropy
+    val/reward_mean_last <- val-core/<data_source>/reward/mean@N   train/steps <- training/global_step
+    """
+    last: dict[str, float] = {}
+    first_score = None
     client = getattr(ctx.tracker, "client", None)
-    metrics: dict[str, float] = {}
-    for verl_key, name in HEADLINE.items():
-        value = None
-        if client is not None:
-            try:
-                history = client.get_metric_history(ctx.tracker.run_id, verl_key)
-            except Exception as exc:  # the store is unreachable: the console copy still counts
-                print(f"[rlreg] could not read {verl_key} from MLflow: {exc}", file=sys.stderr)
-                history = []
+    if client is not None:
+        try:
+            last.update(client.get_run(ctx.tracker.run_id).data.metrics)
+            history = client.get_metric_history(ctx.tracker.run_id, SCORE_KEY)
             if history:
-                value = max(history, key=lambda m: (m.step, m.timestamp)).value
-        if value is None:
-            value = result.last(verl_key)
+                first_score = min(history, key=lambda m: (m.step, m.timestamp)).value
+        except Exception as exc:  # the store is unreachable: the console copy still counts
+            print(f"[rlreg] could not read verl's metrics from MLflow: {exc}", file=sys.stderr)
+    for step in sorted(result.step_metrics):
+        for key, value in result.step_metrics[step].items():
+            last[f"console:{key}"] = value
+    if first_score is None:
+        first_score = next((result.step_metrics[s][SCORE_KEY] for s in sorted(result.step_metrics)
+                            if SCORE_KEY in result.step_metrics[s]), None)
+
+    def pick(key: str) -> float | None:
+        return last.get(key, last.get(f"console:{key}"))
+
+    metrics: dict[str, float] = {}
+    for name, value in {
+        "train/reward_mean_first": first_score,
+        "train/reward_mean_last": pick(SCORE_KEY),
+        "actor/entropy_last": pick(ENTROPY_KEY),
+        "train/steps": pick("training/global_step") or (max(result.step_metrics) if result.step_metrics else None),
+    }.items():
         if value is not None:
             metrics[name] = float(value)
-    if result.step_metrics:
-        metrics["train/steps"] = float(max(result.step_metrics))
+    val_keys = sorted(k for k in last if VAL_KEY.match(k.removeprefix("console:")))
+    if val_keys:
+        metrics["val/reward_mean_last"] = float(last[val_keys[0]])
     return metrics
