@@ -13,10 +13,17 @@
 # Order matters: the CPU torch wheel goes in FIRST and is then held by a constraint, so nothing
 # verl pulls (accelerate, peft, tensordict, torchdata) can replace it with a CUDA build.
 #
-# Usage: scripts/setup-verl-venv.sh [VENV_DIR]     (default: <repo>/.venv-verl)
+# Usage: scripts/setup-verl-venv.sh [--gpu] [VENV_DIR]     (default: <repo>/.venv-verl)
+#   --gpu  on a CUDA machine: `verl[vllm]` with the torch/vLLM/transformers versions verl pins
+#          (torch 2.11 CUDA, vllm 0.24) instead of the CPU torch — for real training runs.
 # Env:   PYTHON (default python3.11), TORCH_SPEC (default torch==2.13.0), VERL_VERSION (0.9.1)
 set -euo pipefail
 
+GPU=0
+if [[ "${1:-}" == "--gpu" ]]; then
+  GPU=1
+  shift
+fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-$ROOT/.venv-verl}"
 PYTHON="${PYTHON:-python3.11}"
@@ -35,10 +42,16 @@ constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 echo "$TORCH_SPEC" >"$constraints"
 
-# 1. CPU torch first (from the local wheel dir / PIP_FIND_LINKS when present).
-"${PIP[@]}" install -q "$TORCH_SPEC"
-# 2. verl with its base requirements (no vllm/sglang/flash-attn: those live in extras), torch held.
-"${PIP[@]}" install -q -c "$constraints" "verl==$VERL_VERSION"
+if [[ $GPU == 1 ]]; then
+  # verl's own pins for a vLLM rollout; flash-attn is optional (verl[fsdp] adds the cu130 wheel)
+  "${PIP[@]}" install -q "verl[vllm]==$VERL_VERSION"
+  : >"$constraints"
+else
+  # 1. CPU torch first (from the local wheel dir / PIP_FIND_LINKS when present).
+  "${PIP[@]}" install -q "$TORCH_SPEC"
+  # 2. verl with its base requirements (no vllm/sglang/flash-attn: those live in extras), torch held.
+  "${PIP[@]}" install -q -c "$constraints" "verl==$VERL_VERSION"
+fi
 # 3. What importing verl's trainers needs beyond the base requirements (from verl's `verl-core`
 #    extra: the v1 trainer imports transfer_queue, the legacy one cachetools), and the project's
 #    MLflow pin: verl's `mlflow` logger imports mlflow, and a client must match the store's schema.
