@@ -16,7 +16,7 @@
 # Usage: scripts/setup-verl-venv.sh [--gpu] [VENV_DIR]     (default: <repo>/.venv-verl)
 #   --gpu  on a CUDA machine: `verl[vllm]` with the torch/vLLM/transformers versions verl pins
 #          (torch 2.11 CUDA, vllm 0.24) instead of the CPU torch — for real training runs.
-# Env:   PYTHON (default python3.11), TORCH_SPEC (default torch==2.13.0), VERL_VERSION (0.9.1)
+# Env:   PYTHON (default python3.11, else python3), FORCE=1 (reinstall), TORCH_SPEC (default torch==2.13.0), VERL_VERSION (0.9.1)
 set -euo pipefail
 
 GPU=0
@@ -26,10 +26,23 @@ if [[ "${1:-}" == "--gpu" ]]; then
 fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-$ROOT/.venv-verl}"
-PYTHON="${PYTHON:-python3.11}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 VERL_VERSION="${VERL_VERSION:-0.9.1}"
 MLFLOW_VERSION="${MLFLOW_VERSION:-3.17.2}"
+
+# Already complete at these pins? (metadata only: importing verl takes tens of seconds)
+if [[ -x "$VENV/bin/python" && "${FORCE:-0}" != 1 ]] && "$VENV/bin/python" - "$VERL_VERSION" "$MLFLOW_VERSION" "$GPU" <<'EOF' 2>/dev/null
+import importlib.metadata as md, sys
+assert md.version("verl") == sys.argv[1] and md.version("mlflow") == sys.argv[2]
+md.version("TransferQueue"), md.version("cachetools")
+if sys.argv[3] == "1":
+    md.version("vllm")
+EOF
+then
+  echo "$VENV already has verl $VERL_VERSION + mlflow $MLFLOW_VERSION (FORCE=1 to reinstall)"
+  exit 0
+fi
 
 start=$(date +%s)
 if [[ ! -x "$VENV/bin/python" ]]; then
