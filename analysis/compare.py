@@ -82,7 +82,7 @@ def base_key(metric: str) -> str:
 
 def is_fraction(metric: str, values: Sequence[float]) -> bool:
     """Accuracy-like metrics in [0, 1] are shown in percent and their differences in points."""
-    name = metric.lower()
+    name = base_key(metric).lower()
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return ("accuracy" in name or name.endswith("_rate")) and bool(finite) and all(0.0 <= v <= 1.0 for v in finite)
 
@@ -140,7 +140,7 @@ def build(
     if unknown_pins:
         raise UsageError(f"--run names spec(s) {sorted(unknown_pins)} that are not compared (list them as arguments)")
     records = [R.resolve(client, ref, pinned.get(ref)) for ref in refs]
-    kids = [R.children(client, r.run_id) for r in records]
+    kids = [R.children(client, r) for r in records]
     labels = run_labels(records)
 
     wanted = list(metrics) if metrics else default_metrics(records)

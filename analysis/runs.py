@@ -148,9 +148,15 @@ def resolve(client: Any, ref: str, run_id: str | None = None) -> RunRecord:
     return record
 
 
-def children(client: Any, parent_id: str) -> dict[str, RunRecord]:
-    """Stage child runs of a parent, keyed by stage (the newest one if a stage appears twice)."""
-    runs = _search(client, f"tags.`{TAG_PARENT}` = {_quote(parent_id)}", max_results=200)
+def children(client: Any, parent: RunRecord | str) -> dict[str, RunRecord]:
+    """Stage child runs of a parent, keyed by stage (the newest one if a stage appears twice).
+    The registry creates children in their parent's experiment, so only that one is searched."""
+    flt = f"tags.`{TAG_PARENT}` = {_quote(parent if isinstance(parent, str) else parent.run_id)}"
+    if isinstance(parent, str):
+        runs = _search(client, flt, max_results=200)
+    else:
+        runs = list(client.search_runs([parent.experiment_id], filter_string=flt, max_results=200,
+                                       order_by=["attributes.start_time DESC"]))
     out: dict[str, RunRecord] = {}
     for run in runs:  # newest first: keep the first seen per stage
         record = RunRecord.from_run(run)

@@ -103,7 +103,7 @@ def verdict(d: DiffCI) -> str:
     if not math.isfinite(d.diff):
         return "not comparable (missing on one side)"
     if not d.has_ci:
-        return "single values: noise unknown"
+        return "equal (single values)" if d.diff == 0 else "single values: noise unknown"
     if d.low == d.high:  # both sides constant
         return "identical" if d.diff == 0 else "differs (no spread in either run)"
     p = f"p = {d.p:.2g}"

@@ -139,6 +139,13 @@ def test_cache_hit_and_logged_ci_fallbacks(mlflow_uri):
     assert reuse.source == "repeats" and reuse.repeats == source.accuracy == src.repeats
 
 
+def test_percent_detection():
+    assert compare.is_fraction("eval/accuracy_mean", [0.6, 0.62])
+    assert compare.is_fraction("eval/format_valid_rate_mean", [0.9, 1.0])
+    assert not compare.is_fraction("eval/accuracy_mean", [61.7, 61.9])  # already in percent
+    assert not compare.is_fraction("eval/response_length_mean", [0.5])
+
+
 def test_renderers(demo):
     client, grpo, egpo, *_ = demo
     comp = compare.build(client, ["demo-grpo", "demo-egpo"])

@@ -59,7 +59,9 @@ def test_std_recovered_from_logged_interval():
 def test_single_values_have_no_interval():
     d = welch_from_summary(MeanCI(0.5, math.nan, math.nan, math.nan, 1), mean_ci([0.4, 0.6]))
     assert d.diff == pytest.approx(0.0) and not d.has_ci
-    assert verdict(d) == "single values: noise unknown"
+    assert verdict(d) == "equal (single values)"
+    one = MeanCI(0.5, math.nan, math.nan, math.nan, 1)
+    assert verdict(welch_from_summary(one, mean_ci([0.4, 0.7]))) == "single values: noise unknown"
 
 
 def test_constant_groups():
