@@ -189,6 +189,17 @@ for name in ("egpo", "egpo_token"):
         tensors[f"registry_{name}_{sc}"] = adv
         res[f"returns_equal_{name}_{sc}"] = bool(torch.equal(adv, ret))
 
+# entropy padded wider than the rewards (each side pads to its own longest response): same result
+with plugin.provide_entropy(torch.nn.functional.pad(entropy, (0, 3)), torch.nn.functional.pad(scope, (0, 3))):
+    wide, _ = core_algos.get_adv_estimator_fn("egpo")(token_level_rewards=rewards, response_mask=mask, index=index, config=cfg)
+res["wider_entropy_same_result"] = bool(torch.equal(wide, tensors["registry_egpo_think"]))
+try:
+    with plugin.provide_entropy(entropy[:-1], scope[:-1]):
+        core_algos.get_adv_estimator_fn("egpo")(token_level_rewards=rewards, response_mask=mask, index=index, config=cfg)
+    res["row_mismatch_error"] = None
+except RuntimeError as exc:
+    res["row_mismatch_error"] = str(exc)
+
 # lambda = 0 through verl's registry == verl's own GRPO
 with plugin.provide_entropy(entropy, scope):
     adv0, _ = core_algos.get_adv_estimator_fn("egpo")(token_level_rewards=rewards, response_mask=mask, index=index, config=algo("egpo", lam=0.0))
@@ -275,6 +286,8 @@ def test_plugin_registers_and_patches_both_trainers(plugin_run):
     assert "v1.PPOTrainer._compute_advantage" in res["patched"]
     assert "RayPPOTrainer._compute_old_log_prob" in res["patched"]
     assert "VERL_USE_EXTERNAL_MODULES" in res["missing_entropy_error"]
+    assert res["wider_entropy_same_result"] is True
+    assert "covers 7 responses but the rewards have 8" in res["row_mismatch_error"]
 
 
 def test_plugin_scope_comes_from_the_tokenizers_think_ids(plugin_run):

@@ -79,12 +79,22 @@ def _take_slot(name: str, shape: torch.Size) -> EntropySlot:
             "load runners.verl.egpo_plugin through VERL_USE_EXTERNAL_MODULES in the driver process "
             f"(patched here: {PATCHED or 'nothing'})"
         )
-    if tuple(_pending.entropy.shape) != tuple(shape):
+    if _pending.entropy.shape[0] != shape[0]:
         raise RuntimeError(
-            f"EGPO entropy has shape {tuple(_pending.entropy.shape)} but the rewards have {tuple(shape)}: "
+            f"EGPO entropy covers {_pending.entropy.shape[0]} responses but the rewards have {shape[0]}: "
             "the batch changed between the old-log-prob pass and the advantage computation"
         )
     return _pending
+
+
+def _fit_width(tensor: torch.Tensor | None, width: int) -> torch.Tensor | None:
+    """Responses are left-aligned, so padding columns only ever differ in how many there are
+    (each side pads to its own longest response): cut or zero-extend to the rewards' width."""
+    if tensor is None or tensor.shape[1] == width:
+        return tensor
+    if tensor.shape[1] > width:
+        return tensor[:, :width]
+    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]))
 
 
 def _verl_estimator(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -94,8 +104,10 @@ def _verl_estimator(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor
         if index is None:
             raise RuntimeError(f"'{name}' groups responses by prompt: verl must pass the uid index")
         slot = _take_slot(name, token_level_rewards.shape)
-        entropy = slot.entropy.to(token_level_rewards.device)
-        scope = None if slot.scope_mask is None else slot.scope_mask.to(token_level_rewards.device)
+        width, device = token_level_rewards.shape[1], token_level_rewards.device
+        entropy = _fit_width(slot.entropy, width).to(device)
+        scope = _fit_width(slot.scope_mask, width)
+        scope = None if scope is None else scope.to(device)
         advantages, returns, stats = estimator(
             token_level_rewards, response_mask, index, config=config, entropy=entropy, scope_mask=scope
         )
