@@ -22,16 +22,38 @@ TAG_HEADLINE = "rlreg.headline"
 TAG_HIT = "rlreg.cache_hit"
 
 
-def stage_key(stage: str, spec: "Spec", input_digests: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    """The cache key and the payload it hashes (logged with the run for transparency)."""
+def stage_key(
+    stage: str, spec: "Spec", input_digests: dict[str, str], project_root: Path | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The cache key and the payload it hashes (logged with the run for transparency).
+
+    Files the spec names by path (a convert ``data.source``, an eval dataset…) are hashed by
+    content through the runner's optional ``external_inputs(section, project_root)``, so a file
+    edited in place is never a stale cache hit."""
     module = STAGES[stage].runner(spec)
+    inputs = dict(input_digests)
+    if project_root is not None:
+        inputs.update(external_digests(stage, spec, project_root))
     payload = {
         "stage": stage,
         "spec": stage_spec_payload(stage, spec),
-        "inputs": dict(sorted(input_digests.items())),
+        "inputs": dict(sorted(inputs.items())),
         "code": {module: code_version(module)},
     }
     return sha256_json(payload), payload
+
+
+def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, str]:
+    from registry.stages import load_runner
+
+    hook = getattr(load_runner(stage, spec), "external_inputs", None)
+    if hook is None:
+        return {}
+    out = {}
+    for name, path in hook(getattr(spec, STAGES[stage].section), project_root).items():
+        # a missing file is the runner's error to report, with its own message
+        out[f"external:{name}"] = digest_path(path) if Path(path).exists() else "missing"
+    return out
 
 
 @dataclass

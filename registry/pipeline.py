@@ -185,7 +185,7 @@ class Pipeline:
         return self.force is True or (isinstance(self.force, list) and stage in self.force)
 
     def _run_stage(self, stage, i, n, parent_id, exp_id, inputs, digests) -> StageOutcome:
-        key, payload = cache.stage_key(stage, self.spec, digests)
+        key, payload = cache.stage_key(stage, self.spec, digests, self.root)
         label = f"[{i}/{n}] {stage}"
         hit = None if self._forced(stage) else cache.find_cached(self.client, all_experiment_ids(self.client), key)
         lock = None

@@ -136,3 +136,15 @@ def test_stages_option_and_dry_run(env):
     assert env["client"].search_experiments(filter_string="name = 'pipeline-test'") == []
     r = rlreg("run", "a", "--stages", "train")
     assert r.exit_code == 2 and "not in this spec's pipeline" in r.output
+
+
+def test_source_file_edited_in_place_misses_cache(env):
+    src = env["tmp"] / "data.jsonl"
+    rec = '{"messages": [{"role": "user", "content": "q%d"}, {"role": "assistant", "content": "<think>t</think>\\n\\n<tool_call>\\n{\\"name\\": \\"f\\", \\"arguments\\": {}}\\n</tool_call>"}]}\n'
+    src.write_text("".join(rec % i for i in range(20)))
+    (env["specs"] / "f.yaml").write_text(f"experiment: pipeline-test\ndata: {{source: {src}, test_size: 0.2}}\n")
+    first = run_json("f")["stages"][0]
+    assert run_json("f")["stages"][0]["cache_hit"] == first["run_id"]
+    src.write_text("".join(rec % i for i in range(30)))  # same path, new content
+    third = run_json("f")["stages"][0]
+    assert third["cache_hit"] is None and third["cache_key"] != first["cache_key"]

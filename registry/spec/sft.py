@@ -29,6 +29,9 @@ class SFTSpec(SpecModel):
         "all_assistant",
         description="Assistant turns in the loss: every one (earlier tool-calling turns too) or only the final answer.",
     )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding, same data per epoch)."
+    )
     eval_every: int = Field(50, ge=1, description="Evaluate test loss every N steps (and at the end).")
     eval_samples: int = Field(64, ge=1, description="Test records used for the eval loss.")
     format_samples: int = Field(32, ge=0, description="Test prompts answered greedily at the end to measure sft/format_rate and sft/reward_rate (0: skip).")
