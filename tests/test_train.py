@@ -41,8 +41,9 @@ def _history(client, run_id, key):
 
 def test_two_steps_log_metrics_checkpoints_and_outputs(warm, make_ctx, tracker):
     parquet, model_dir = warm
-    spec = task.train_spec("egpo", total_training_steps=2, save_freq=1)
-    ctx = make_ctx("train", spec, inputs={"convert.train": parquet, "sft.model": model_dir}, tracker=tracker)
+    spec = task.train_spec("egpo", total_training_steps=2, save_freq=1, test_freq=2, val_max_prompts=4)
+    inputs = {"convert.train": parquet, "convert.test": parquet, "sft.model": model_dir}
+    ctx = make_ctx("train", spec, inputs=inputs, tracker=tracker)
     result = run(ctx.spec.train, ctx)
     tracker.flush()
 
@@ -72,6 +73,9 @@ def test_two_steps_log_metrics_checkpoints_and_outputs(warm, make_ctx, tracker):
     assert result.metrics["train/reward_mean_last"] == pytest.approx(rewards[-1])
     assert result.metrics["actor/entropy_last"] == pytest.approx(entropy[-1][1], rel=1e-6)
     assert result.metrics["train/steps"] == 2
+    val = _history(client, tracker.run_id, "val/reward_mean")
+    assert [s for s, _ in val] == [2] and 0 <= val[0][1] <= 1
+    assert result.metrics["val/reward_mean_last"] == pytest.approx(val[0][1])
     artifacts = {a.path for a in client.list_artifacts(tracker.run_id)}
     assert {"entropy_history.json", "metrics_history.jsonl"} <= artifacts
 
