@@ -8,8 +8,9 @@ Runs are spec names (their latest FINISHED parent run, in any experiment) or MLf
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 

@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from analysis import runs as R
-from analysis.stats import DiffCI, MeanCI, mean_ci, mean_ci_from_interval, verdict, welch_from_summary
+from analysis.stats import (
+    DiffCI,
+    MeanCI,
+    mean_ci,
+    mean_ci_from_interval,
+    verdict,
+    welch_from_summary,
+)
 from registry.errors import UsageError
 
 # Folded into the ``_mean`` cell (interval, n) rather than shown as rows of their own.
@@ -77,7 +85,7 @@ class Comparison:
 
 
 def base_key(metric: str) -> str:
-    return metric[: -len("_mean")] if metric.endswith("_mean") else metric
+    return metric.removesuffix("_mean")
 
 
 def is_fraction(metric: str, values: Sequence[float]) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from analysis.stats import mean_ci
 

@@ -13,14 +13,16 @@ import base64
 import html
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from analysis import plots, render
 from analysis import runs as R
 from analysis.compare import Comparison, base_key, build
-from registry.diff import Change, diff_specs, fmt as fmt_spec_value
+from registry.diff import Change, diff_specs
+from registry.diff import fmt as fmt_spec_value
 from registry.errors import UsageError
 
 REWARD_KEYS = ("train/reward_mean", "critic/score/mean")
@@ -144,6 +146,7 @@ def to_markdown(report: Report, figure_dir: str = "") -> str:
     a, b = labels[0], labels[-1]
     out = [f"# {report.title}", "", f"_Generated {report.created} by `rlreg report`._", ""]
     out += [f"- **{label}**: {text}" for label, text in _run_lines(report)]
+    out += [f"- MLflow UI: `{R.compare_page(report.comparison.runs)}` (after your `mlflow ui` address)"]
     out += ["", f"## What differs in the specs ({a} → {b})", ""]
     if report.spec_changes:
         out += [f"| key | {a} | {b} |", "|---|---|---|"]
@@ -153,8 +156,8 @@ def to_markdown(report: Report, figure_dir: str = "") -> str:
     else:
         out.append("The specs are identical.")
     out += ["", "## Metrics", "", render.to_markdown(report.comparison).rstrip(), "",
-            "Cells: mean ± half-width of the 95% Student-t interval over eval repeats (n), or the logged value. "
-            "Differences: Welch's 95% interval; _within noise_ means it contains 0."]
+            ("Cells: mean ± half-width of the 95% Student-t interval over eval repeats (n), or the logged value. "
+             "Differences: Welch's 95% interval; _within noise_ means it contains 0.")]
     if report.figures:
         out += ["", "## Figures"]
         for f in report.figures:
@@ -191,6 +194,8 @@ def to_html(report: Report) -> str:
              f"<style>{CSS}</style></head><body>", f"<h1>{e(report.title)}</h1>",
              f"<p class='muted'>Generated {e(report.created)} by <code>rlreg report</code>.</p><ul>"]
     parts += [f"<li><b>{e(label)}</b>: {e(text).replace('`', '')}</li>" for label, text in _run_lines(report)]
+    parts.append(f"<li>MLflow UI: <code>{e(R.compare_page(comp.runs))}</code> (after your <code>mlflow ui</code> "
+                 "address)</li>")
     parts.append(f"</ul><h2>What differs in the specs ({e(a)} → {e(b)})</h2>")
     if report.spec_changes:
         parts.append(_table(["key", a, b], _diff_rows(report)))

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from registry.errors import UsageError
 
@@ -55,7 +56,7 @@ class RunRecord:
         return self.tags.get(TAG_STAGE, "")
 
     @classmethod
-    def from_run(cls, run: Any) -> "RunRecord":
+    def from_run(cls, run: Any) -> RunRecord:
         return cls(
             run_id=run.info.run_id,
             experiment_id=run.info.experiment_id,
@@ -168,6 +169,18 @@ def data_run_id(record: RunRecord) -> str:
     """Where a stage's metric histories live: a reused stage (cache hit) logs only the headline
     metrics; its per-step / per-repeat values stay on the run that computed them."""
     return record.tags.get(TAG_CACHE_HIT) or record.run_id
+
+
+def compare_page(records: Iterable[RunRecord], base: str = "") -> str:
+    """MLflow UI's compare page for these runs: ``<base>/#/compare-runs?runs=[…]&experiments=[…]``
+    (URL-encoded JSON lists). ``base`` is where ``mlflow ui`` listens, e.g. http://127.0.0.1:5000."""
+    import json
+    from urllib.parse import quote
+
+    records = list(records)
+    ids = [r.run_id for r in records]
+    exps = sorted({r.experiment_id for r in records})
+    return f"{base.rstrip('/')}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps(exps))}"
 
 
 def runs_frame(filter_string: str = "", tracking_uri: str | None = None, max_results: int = 10000) -> Any:

@@ -12,8 +12,8 @@ is the Student-t mean CI of ``registry.stats.mean_ci`` (same assumptions).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from registry.stats import mean_ci as _mean_ci
 

@@ -59,8 +59,10 @@ def test_numbers_equal_logged_values(demo):
 
 
 def test_latest_finished_parent_and_pins(demo):
-    client, grpo, egpo, older, failed = demo
-    assert runs.latest_parent(client, "demo-egpo").run_id == egpo.parent_id  # newer FAILED one skipped
+    client, _, egpo, older, failed = demo
+    newest = runs.parents_frame("demo-egpo", tracking_uri=client.tracking_uri).iloc[0]
+    assert newest.run_id == failed.parent_id and newest.status == "FAILED"
+    assert runs.latest_parent(client, "demo-egpo").run_id == egpo.parent_id  # the newer FAILED one skipped
     comp = compare.build(client, ["demo-grpo", "demo-egpo"], pinned={"demo-egpo": older.parent_id})
     assert comp.runs[1].run_id == older.parent_id
     assert comp.row("eval/accuracy_mean").cells[1].repeats == older.accuracy
@@ -192,7 +194,7 @@ def test_frames_and_bulk_histories(demo):
 
 
 def test_spec_from_run(demo):
-    client, grpo, egpo, *_ = demo
+    client, _, egpo, *_ = demo
     spec = runs.spec_from_run(egpo.parent_id, client)
     assert spec == egpo.spec
     assert runs.spec_from_run(egpo.child_ids["train"], client)["train"]["algorithm"]["egpo_lambda"] == 0.4

@@ -35,8 +35,7 @@ def demo_report(store):
     return report.build_report(client, ["demo-grpo", "demo-egpo"])
 
 
-def test_report_content(demo_report, store):
-    _, _, grpo, egpo = store
+def test_report_content(demo_report):
     changes = {c.key: (c.left, c.right) for c in demo_report.spec_changes}
     assert changes["train.algorithm.adv_estimator"] == ("grpo", "egpo")
     assert changes["train.algorithm.egpo_lambda"][1] == 0.4
@@ -58,6 +57,7 @@ def test_html_is_self_contained(demo_report):
     for cell in acc.cells:
         assert render.fmt_cell(cell, True) in html
     assert "<code>train.algorithm.egpo_lambda</code>" in html
+    assert "#/compare-runs?runs=%5B%22" + demo_report.comparison.runs[0].run_id in html
     assert render.diff_parts(acc.diffs[1], True)[0] in html
 
 

@@ -7,7 +7,15 @@ import math
 import pytest
 from scipy import stats as sps
 
-from analysis.stats import DiffCI, MeanCI, mean_ci, mean_ci_from_interval, verdict, welch_diff, welch_from_summary
+from analysis.stats import (
+    DiffCI,
+    MeanCI,
+    mean_ci,
+    mean_ci_from_interval,
+    verdict,
+    welch_diff,
+    welch_from_summary,
+)
 
 A = [1.0, 2.0, 3.0]  # mean 2, s² = 1
 B = [2.0, 4.0, 6.0, 8.0]  # mean 5, s² = 20/3

@@ -28,11 +28,15 @@ import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pytest
 
-from analysis import report, synthetic
+from analysis import report, runs, synthetic
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations are not evaluated at runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -71,12 +75,12 @@ def ui(tmp_path_factory, _store_template):
     client = mlflow.MlflowClient(uri)
     grpo, egpo = synthetic.demo_pair(client)
     port = _free_port()
-    log = open(tmp / "mlflow-ui.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True,
-    )
+    with open(tmp / "mlflow-ui.log", "w") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     try:
@@ -100,18 +104,11 @@ def ui(tmp_path_factory, _store_template):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-def compare_url(base: str, run_ids: list[str], experiment_ids: list[str]) -> str:
-    q = urllib.parse.quote
-    return (f"{base}/#/compare-runs?runs={q(json.dumps(run_ids))}"
-            f"&experiments={q(json.dumps(sorted(set(experiment_ids))))}")
 
 
 def _run_chromium(ui: dict, *args: str, profile: str) -> subprocess.CompletedProcess:
     return subprocess.run([ui["chromium"], *CHROMIUM_FLAGS, f"--user-data-dir={ui['tmp'] / profile}", *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 class _Page(HTMLParser):
@@ -173,8 +170,10 @@ def _three_sig(x: float) -> float:
 
 def test_mlflow_compare_page_shows_both_runs(ui):
     client, grpo, egpo = ui["client"], ui["grpo"], ui["egpo"]
-    exp_ids = [client.get_run(r.parent_id).info.experiment_id for r in (grpo, egpo)]
-    url = compare_url(ui["base"], [grpo.parent_id, egpo.parent_id], exp_ids)
+    parents = [runs.get_run(client, r.parent_id) for r in (grpo, egpo)]
+    url = runs.compare_page(parents, ui["base"])
+    assert url == (ui["base"] + "/#/compare-runs?runs=" + urllib.parse.quote(json.dumps([grpo.parent_id, egpo.parent_id]))
+                   + "&experiments=" + urllib.parse.quote(json.dumps([parents[0].experiment_id])))
 
     t0 = time.monotonic()
     res = _run_chromium(ui, "--virtual-time-budget=20000", "--dump-dom", url, profile="dom")
@@ -230,15 +229,15 @@ class _DevTools:
         self.ui = ui
         self.ids = iter(range(1, 1_000_000))
 
-    async def __aenter__(self) -> "_DevTools":
-        import aiohttp
-
+    async def __aenter__(self) -> Self:
         import tempfile
 
+        import aiohttp
+
         profile = Path(tempfile.mkdtemp(prefix="devtools-", dir=self.ui["tmp"]))  # fresh: no stale port file
-        self.proc = subprocess.Popen(
-            [self.ui["chromium"], *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = await asyncio.create_subprocess_exec(
+            self.ui["chromium"], *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+            "about:blank", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -255,8 +254,8 @@ class _DevTools:
     async def __aexit__(self, *exc) -> None:
         await self.ws.close()
         await self.session.close()
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=20)
+        os.killpg(self.proc.pid, signal.SIGTERM)  # the browser we started, and its helpers
+        await asyncio.wait_for(self.proc.wait(), timeout=20)
 
     async def call(self, method: str, **params):
         msg_id = next(self.ids)
