@@ -5,9 +5,10 @@
   ``SpecError``s naming the field and the fix;
 * the EGPO plugin, loaded by ``VERL_USE_EXTERNAL_MODULES`` as in a real run, registers ``egpo`` and
   ``egpo_token`` in verl's registry, patches both trainers, and verl's own code paths
-  (``get_adv_estimator_fn``, ``ray_trainer.compute_advantage``, v1's
-  ``compute_advantage_for_multi_trajectories``) produce exactly the builtin estimator's numbers on
-  the same tensors — compared here, in the project's venv, against ``runners.common.advantages``.
+  (``get_adv_estimator_fn``, ``ray_trainer.compute_advantage``, the real patched v1
+  ``PPOTrainer._compute_advantage`` over a stub TransferQueue) produce exactly the builtin
+  estimator's numbers on the same tensors — compared here, in the project's venv, against
+  ``runners.common.advantages``.
 
 Importing verl takes tens of seconds on a busy 2-core box, so each group is one subprocess.
 """
@@ -141,7 +142,6 @@ from verl import DataProto
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.ray_trainer import compute_advantage
 from verl.trainer.ppo.v1 import trainer_base
-from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
 
 import runners.verl.egpo_plugin as plugin
 
@@ -220,29 +220,40 @@ try:
 except RuntimeError as exc:
     res["missing_entropy_error"] = str(exc)
 
-# v1 patch: the wrapper reads nested entropy/responses from the TransferQueue (stubbed: no Ray here)
-# and verl's real v1 compute_advantage_for_multi_trajectories runs inside it
-def nested(t, lens):
-    return torch.nested.as_nested_tensor([t[i, : lens[i]] for i in range(len(lens))], layout=torch.jagged)
-store = TensorDict({"entropy": nested(entropy, lengths), "responses": nested(responses, lengths),
-                    "response_mask": nested(mask.long(), lengths)}, batch_size=[B])
+# v1: verl's REAL PPOTrainer._compute_advantage (patched through the import hook) on a stub
+# TransferQueue holding what the rollout/old-log-prob steps store there: nested (jagged) per-response
+# tensors and the uid as non-tensor data. No Ray, no workers: only the queue is stubbed.
+from tensordict.tensorclass import NonTensorData, NonTensorStack
+def nested(t, lens, dtype=None):
+    return torch.nested.as_nested_tensor([t[i, : lens[i]].to(dtype or t.dtype) for i in range(len(lens))], layout=torch.jagged)
+store = TensorDict({"uid": NonTensorStack(*[NonTensorData(u) for u in index]),
+                    "response_mask": nested(mask, lengths, torch.long), "rm_scores": nested(rewards, lengths),
+                    "old_log_probs": nested(torch.zeros(B, T), lengths), "entropy": nested(entropy, lengths),
+                    "responses": nested(responses, lengths)}, batch_size=[B])
+written = {}
 class StubTQ:
     @staticmethod
     def kv_batch_get(keys, partition_id, select_fields):
-        return store.select(*select_fields)
-class Trainer:
-    def __init__(self):
-        self.config = OmegaConf.create({"algorithm": cfg, "actor_rollout_ref": {"rollout": {"n": 4}}})
-        self.tokenizer = hf
-    def _compute_advantage(self, batch, metrics):
-        d = DataProto.from_dict(tensors={"token_level_rewards": rewards, "response_mask": mask}, non_tensors={"uid": index})
-        keys = [f"{u}_0_{i}" for i, u in enumerate(index)]
-        return compute_advantage_for_multi_trajectories(d, keys, adv_estimator=self.config.algorithm.adv_estimator,
-                                                       num_repeat=4, config=self.config.algorithm).batch["advantages"]
-fake_v1 = types.SimpleNamespace(PPOTrainer=Trainer, tq=StubTQ)
-plugin.patch_v1_trainer(fake_v1)
+        return store.select(*[f for f in select_fields if f in store.keys()])
+    @staticmethod
+    def kv_batch_put(keys, partition_id, fields):
+        written.update(dict(fields.items()))
+        return "batch-meta"
+trainer_base.tq = StubTQ
+Concrete = type("Concrete", (trainer_base.PPOTrainer,),
+                {n: (lambda *a, **k: None) for n in trainer_base.PPOTrainer.__abstractmethods__})
+trainer = object.__new__(Concrete)
+trainer.config = OmegaConf.create({"algorithm": {**OmegaConf.to_container(cfg), "use_kl_in_reward": False},
+                                   "actor_rollout_ref": {"rollout": {"n": 4}}})
+trainer.tokenizer = hf
+class Meta:
+    keys = [f"{u}_0_{i}" for i, u in enumerate(index)]
+    partition_id = "train"
+    def __len__(self):
+        return len(self.keys)
 metrics = {}
-tensors["v1_patched_path"] = Trainer()._compute_advantage(types.SimpleNamespace(keys=None, partition_id="train"), metrics)
+res["v1_return"] = trainer._compute_advantage(Meta(), metrics)
+tensors["v1_patched_path"] = written["advantages"].to_padded_tensor(0.0)
 res["v1_metrics"] = sorted(metrics)
 
 # legacy patch: entropys kept before the driver pops them, consumed by the next compute_advantage
@@ -286,6 +297,7 @@ def test_plugin_registers_and_patches_both_trainers(plugin_run):
     assert "v1.PPOTrainer._compute_advantage" in res["patched"]
     assert "RayPPOTrainer._compute_old_log_prob" in res["patched"]
     assert "VERL_USE_EXTERNAL_MODULES" in res["missing_entropy_error"]
+    assert res["v1_return"] == "batch-meta"  # the real method ran to its end (kv_batch_put)
     assert res["wider_entropy_same_result"] is True
     assert "covers 7 responses but the rewards have 8" in res["row_mismatch_error"]
 
