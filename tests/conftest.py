@@ -102,3 +102,33 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         for r in generate_records(64, seed=0)
     ]
     return build_tiny_model(TinyModelSpec(), texts, tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+@pytest.fixture(scope="session")
+def sft_model_dir(tmp_path_factory) -> Path:
+    """A tiny model briefly SFT-trained (real convert + sft stages on synthetic data) until it
+    emits the think + tool-call format; for slow tests (~1 min on 2 idle cores)."""
+    import runners.convert as convert
+    import runners.sft as sft
+    from registry.context import StageContext
+    from registry.spec import Spec
+    from registry.tracking import NullTracker
+
+    spec = Spec.model_validate({
+        "name": "sft-fixture",
+        "data": {"synthetic": {"num_records": 300, "seed": 0}, "test_size": 0.1, "seed": 0},
+        "model": {"tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128,
+                           "vocab_size": 800}, "device": "cpu"},
+        "sft": {"max_steps": 120, "batch_size": 16, "lr": 5e-3, "warmup_steps": 10, "eval_every": 120,
+                "format_samples": 0, "save_every": 1000},
+    })
+    root = tmp_path_factory.mktemp("sft-fixture")
+    inputs: dict[str, Path] = {}
+    for stage, section in (("convert", spec.data), ("sft", spec.sft)):
+        (root / f"{stage}-out").mkdir()
+        ctx = StageContext(stage=stage, spec=spec, out_dir=root / f"{stage}-out", work_dir=root / f"{stage}-work",
+                           inputs=inputs, tracker=NullTracker(), project_root=ROOT)
+        runner = convert if stage == "convert" else sft
+        outputs = runner.run(section, ctx).outputs
+        inputs = {f"convert.{k}": v for k, v in outputs.items()} if stage == "convert" else inputs
+    return outputs["model"]

@@ -23,7 +23,7 @@ class SFTSpec(SpecModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="LR schedule after warmup (cosine decays to 0 at max_steps).")
     warmup_steps: int = Field(10, ge=0, description="Linear warmup steps.")
-    max_length: int = Field(512, ge=16, description="Truncate rendered conversations to this many tokens.")
+    max_length: int = Field(512, ge=16, description="Skip conversations longer than this many tokens (counted in the stage info).")
     grad_clip: float = Field(1.0, gt=0, description="Max gradient norm.")
     train_on: Literal["all_assistant", "last_assistant"] = Field(
         "all_assistant",
