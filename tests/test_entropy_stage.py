@@ -176,8 +176,13 @@ def test_real_tiny_model_through_the_builtin_backend(make_ctx, dataset, tiny_mod
     """No scripted parts: load the tiny model, render with its chat template, decode with a KV cache."""
     ctx = make_ctx("entropy", {"entropy": {"dataset": str(dataset), "models": [str(tiny_model_dir)],
                                            "num_samples": 3, "batch_size": 2, "max_response_length": 24,
-                                           "max_prompt_length": 4096, "k": 5, "device": "cpu"}})
+                                           "max_prompt_length": 4096, "k": 5, "device": "cpu",
+                                           "cpu_threads": 1}})
+    import torch
+
+    threads = torch.get_num_threads()
     result = entropy_stage.run(ctx.spec.entropy, ctx)
+    assert torch.get_num_threads() == threads  # cpu_threads is restored after the stage
     data = json.loads(result.outputs["entropy_data"].read_text())
     round0 = [r for r in data if r["round"] == 0]
     assert [r["sample_idx"] for r in round0] == [0, 1, 2]
@@ -219,6 +224,7 @@ entropy:
   max_response_length: 16
   k: 4
   device: cpu
+  cpu_threads: 1
 """)
     monkeypatch.setenv("RLREG_SPECS_DIR", str(specs))
     monkeypatch.setenv("RLREG_HOME", str(tmp_path / "home"))

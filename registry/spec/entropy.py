@@ -91,6 +91,13 @@ class EntropySpec(SpecModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Model dtype; `auto` = the spec's `model.dtype`, else float32."
     )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads while this stage decodes on CPU (restored afterwards); "
+        "null = torch's default. Tiny models decode much faster with 1: their per-token ops are too "
+        "small to split, and on a busy machine thread synchronisation dominates.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` = the spec's `model.device`, else cuda when available."
     )

@@ -20,8 +20,10 @@ import gc
 import json
 import math
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from registry.context import StageContext, StageResult
 from registry.errors import UsageError
@@ -41,73 +43,100 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
     tools = load_tools_config(ctx.resolve_path(stage_spec.tools_config)) if stage_spec.tools_config else {}
     answerer = ToolAnswerer(stage_spec.tool_source, tools)
     models = resolve_models(stage_spec, ctx)
-    factory = backend_factory or make_backend
-    multi = len(models) > 1
-
     # The section itself is logged by the pipeline (params are immutable: never log it twice);
     # here only what it resolved to.
     ctx.tracker.log_params({"dataset": str(dataset), "profiled_models": {m.label: str(m.path) for m in models}})
-    responses: list[dict] = []
-    records: list[dict] = []
-    metrics: dict[str, float] = {}
-    headline: dict[str, float] = {}
-    info: dict[str, Any] = {"dataset": str(dataset), "conversations": len(conversations)}
-    estimators: dict[str, str] = {}
-    for ref in models:
-        started = time.monotonic()
-        backend = factory(ref, stage_spec, ctx)
-        bar = _progress_bar(len(conversations), ref.label)
-        try:
-            results, stats = rollout(
-                conversations, backend, answerer, max_rounds=stage_spec.max_rounds,
-                max_prompt_length=stage_spec.max_prompt_length, max_response_length=stage_spec.max_response_length,
-                batch_size=stage_spec.batch_size, model=ref.label, progress=lambda done, total: bar.update(done - bar.n),
-            )
-        finally:
-            bar.close()
-            estimator = getattr(backend, "estimator", "unknown")
-            _release(backend)
-        if not results:
-            raise UsageError(
-                f"every conversation's prompt is longer than entropy.max_prompt_length="
-                f"{stage_spec.max_prompt_length} tokens for model '{ref.label}' (raise max_prompt_length)"
-            )
-        model_records = [rec.to_json() for res in results for rec in res.rounds]
-        records += model_records
-        responses += [res.response_json(ref.label) for res in results]
-        prefix = f"entropy/{ref.label}" if multi else "entropy"
-        profile = _round_metrics(model_records, prefix)
-        metrics.update(profile)
-        metrics.update({f"{prefix}/{k}": float(v) for k, v in vars(stats).items()})
-        metrics[f"{prefix}/seconds"] = time.monotonic() - started
-        masses = [r["topk_mass"] for r in model_records if r.get("topk_mass") is not None]
-        if masses:  # vLLM: how much of the distribution the top-k estimate saw
-            metrics[f"{prefix}/topk_mass_mean"] = sum(masses) / len(masses)
-        headline.update(_headline(model_records, prefix))
-        estimators[ref.label] = estimator
-        ctx.tracker.log_params({f"entropy_estimator.{ref.label}": estimator})
-        info[ref.label] = (f"{estimator}: {stats.conversations} conversations, {stats.rounds} rounds, "
-                           f"{stats.tool_calls} tool calls ({stats.malformed_calls} malformed)")
 
+    profiles = _Profiles(multi=len(models) > 1)
+    with _cpu_threads(stage_spec.cpu_threads):
+        for ref in models:
+            started = time.monotonic()
+            backend = (backend_factory or make_backend)(ref, stage_spec, ctx)
+            bar = _progress_bar(len(conversations), ref.label)
+            try:
+                results, stats = rollout(
+                    conversations, backend, answerer, max_rounds=stage_spec.max_rounds,
+                    max_prompt_length=stage_spec.max_prompt_length,
+                    max_response_length=stage_spec.max_response_length, batch_size=stage_spec.batch_size,
+                    model=ref.label, progress=lambda done, total: bar.update(done - bar.n),
+                )
+            finally:
+                bar.close()
+                estimator = getattr(backend, "estimator", "unknown")
+                _release(backend)
+            if not results:
+                raise UsageError(
+                    f"every conversation's prompt is longer than entropy.max_prompt_length="
+                    f"{stage_spec.max_prompt_length} tokens for model '{ref.label}' (raise max_prompt_length)"
+                )
+            profiles.add(ref.label, results, stats, estimator, time.monotonic() - started)
+
+    tracker = ctx.tracker
+    tracker.log_params({f"entropy_estimator.{label}": e for label, e in profiles.estimators.items()})
     # One tag says how every profile's entropy was measured (exact vs a vLLM approximation).
-    ctx.tracker.set_tags({"rlreg.entropy.estimator": ",".join(sorted(set(estimators.values())))})
-    if multi:
-        ctx.tracker.set_tags({f"rlreg.entropy.estimator.{label}": e for label, e in estimators.items()})
-
-    ctx.tracker.log_metrics(metrics, step=0)
-    _log_round_series(records, models, multi, ctx)
+    tracker.set_tags({"rlreg.entropy.estimator": ",".join(sorted(set(profiles.estimators.values())))})
+    if profiles.multi:
+        tracker.set_tags({f"rlreg.entropy.estimator.{label}": e for label, e in profiles.estimators.items()})
+    tracker.log_metrics(profiles.metrics, step=0)
+    _log_round_series(profiles.records, models, profiles.multi, ctx)
     out = ctx.out_dir
-    responses_path = _write_jsonl(out / "responses.jsonl", responses)
+    responses_path = _write_jsonl(out / "responses.jsonl", profiles.responses)
     entropy_path = out / "entropy_data.json"
-    entropy_path.write_text(json.dumps(records, indent=1, ensure_ascii=False, allow_nan=True), encoding="utf-8")
-    figure_path = _figure(records, out / FIGURE, ctx)
-    ctx.tracker.log_artifact(responses_path)
-    ctx.tracker.log_artifact(entropy_path)
-    ctx.tracker.flush()
+    entropy_path.write_text(json.dumps(profiles.records, indent=1, ensure_ascii=False), encoding="utf-8")
+    figure_path = _figure(profiles.records, out / FIGURE, ctx)
+    tracker.log_artifact(responses_path)
+    tracker.log_artifact(entropy_path)
+    tracker.flush()
+    info = {"dataset": str(dataset), "conversations": len(conversations), **profiles.info}
     return StageResult(
         outputs={"responses": responses_path, "entropy_data": entropy_path, "figure": figure_path},
-        metrics=headline, info=info,
+        metrics=profiles.headline, info=info,
     )
+
+
+@dataclass
+class _Profiles:
+    """Everything the stage writes, gathered model by model."""
+
+    multi: bool
+    records: list[dict] = field(default_factory=list)
+    responses: list[dict] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    headline: dict[str, float] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+    estimators: dict[str, str] = field(default_factory=dict)
+
+    def add(self, label: str, results: list, stats: Any, estimator: str, seconds: float) -> None:
+        records = [rec.to_json() for res in results for rec in res.rounds]
+        self.records += records
+        self.responses += [res.response_json(label) for res in results]
+        prefix = f"entropy/{label}" if self.multi else "entropy"
+        self.metrics.update(_round_metrics(records, prefix))
+        self.metrics.update({f"{prefix}/{k}": float(v) for k, v in vars(stats).items()})
+        self.metrics[f"{prefix}/seconds"] = seconds
+        masses = [r["topk_mass"] for r in records if r.get("topk_mass") is not None]
+        if masses:  # vLLM: how much of the distribution the top-k estimate saw
+            self.metrics[f"{prefix}/topk_mass_mean"] = sum(masses) / len(masses)
+        self.headline.update(_headline(records, prefix))
+        self.estimators[label] = estimator
+        self.info[label] = (f"{estimator}: {stats.conversations} conversations, {stats.rounds} rounds, "
+                            f"{stats.tool_calls} tool calls ({stats.malformed_calls} malformed), {seconds:.1f}s")
+
+
+@contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op threads (restored even on error)."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def describe(stage_spec: EntropySpec, spec: Any) -> str:
