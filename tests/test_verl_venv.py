@@ -127,6 +127,27 @@ def test_impossible_batch_size_is_a_spec_error_with_the_fix(checked):
     assert "train.train_batch_size x train.rollout.n must be a multiple of train.verl.nnodes x train.verl.n_gpus_per_node" in text
 
 
+def test_verls_own_entrypoint_composes_the_same_config(checked, tmp_path):
+    """The exact argv rlreg launches, with Hydra's ``--cfg job --resolve`` (print the config, run
+    nothing): verl's real ``main_ppo`` accepts the config path/name and its result equals what the
+    pre-launch check composed."""
+    import yaml
+
+    from runners.verl.config import CONFIG_NAME
+    from runners.verl.launch import verl_argv, verl_env
+
+    spec, launch, _ = checked["verl8"]
+    config_dir = tmp_path / "verl"
+    launch.write(config_dir)
+    argv = verl_argv(VERL_PYTHON, config_dir, launch.overrides) + ["--cfg", "job", "--resolve"]
+    assert argv[1:7] == ["-m", "verl.trainer.main_ppo", "--config-path", str(config_dir), "--config-name", CONFIG_NAME]
+    env = {**os.environ, **verl_env(project_root=ROOT, tracking_uri="sqlite:///x.db", run_id="r"), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = yaml.safe_load(proc.stdout)
+    assert printed == _composed(checked, "verl8")
+
+
 # -- the EGPO plugin inside verl ------------------------------------------------------------
 
 PLUGIN_SCRIPT = r'''
