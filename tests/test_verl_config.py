@@ -75,13 +75,13 @@ SHARED = {
 
 
 def _build(spec: Spec, **kw):
-    args = dict(
-        model_path="/models/Qwen3-4B-Thinking-2507",
-        train_files="/data/train.parquet",
-        val_files="/data/test.parquet",
-        checkpoint_dir="/ckpt",
-        env_vars={"MLFLOW_RUN_ID": "r1", "MLFLOW_TRACKING_URI": "sqlite:////tmp/m.db"},
-    )
+    args = {
+        "model_path": "/models/Qwen3-4B-Thinking-2507",
+        "train_files": "/data/train.parquet",
+        "val_files": "/data/test.parquet",
+        "checkpoint_dir": "/ckpt",
+        "env_vars": {"MLFLOW_RUN_ID": "r1", "MLFLOW_TRACKING_URI": "sqlite:////tmp/m.db"},
+    }
     args.update(kw)
     return build_config(spec.train, spec, **args)
 

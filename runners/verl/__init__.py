@@ -18,14 +18,14 @@ if TYPE_CHECKING:
     from registry.spec.train import TrainSpec
 
 
-def run(stage_spec: "TrainSpec", ctx: "StageContext") -> "StageResult":
+def run(stage_spec: TrainSpec, ctx: StageContext) -> StageResult:
     """Check the config with verl, launch verl, stream its log, return headline metrics."""
     from runners.verl.stage import run_train
 
     return run_train(stage_spec, ctx)
 
 
-def describe(stage_spec: "TrainSpec", spec: "Spec") -> str:
+def describe(stage_spec: TrainSpec, spec: Spec) -> str:
     """What ``rlreg run <spec> --dry-run`` prints: the exact argv, environment and composed config."""
     from runners.verl.stage import describe_train
 

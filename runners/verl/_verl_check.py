@@ -98,7 +98,10 @@ def check(request: dict) -> dict:
 
             for module in request.get("plugin_modules", []):
                 importlib.import_module(module)
-            from verl.trainer.ppo.core_algos import AdvantageEstimator, get_adv_estimator_fn
+            from verl.trainer.ppo.core_algos import (
+                AdvantageEstimator,
+                get_adv_estimator_fn,
+            )
 
             name = cfg.algorithm.adv_estimator
             if name not in {e.value for e in AdvantageEstimator} or name in request.get("plugin_estimators", []):
@@ -128,7 +131,7 @@ def _container(cfg) -> dict:
 
     try:
         return OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an interpolation that only resolves at run time: show it unresolved
+    except Exception:  # noqa: BLE001 - an interpolation that only resolves at run time: show it unresolved
         return OmegaConf.to_container(cfg, resolve=False)
 
 

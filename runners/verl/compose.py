@@ -35,18 +35,24 @@ CHECK_TIMEOUT_S = 300
 _HINTS: list[tuple[re.Pattern[str], str]] = [
     (
         re.compile(r"real_train_batch_size|minimal possible batch size"),
-        "train.train_batch_size x train.rollout.n must be a multiple of "
-        "train.verl.nnodes x train.verl.n_gpus_per_node; change one of them",
+        (
+            "train.train_batch_size x train.rollout.n must be a multiple of "
+            "train.verl.nnodes x train.verl.n_gpus_per_node; change one of them"
+        ),
     ),
     (
         re.compile(r"ppo_mini_batch_size|ppo_micro_batch_size"),
-        "make train.ppo_mini_batch_size (x rollout.n) divisible by n_gpus x "
-        "train.verl.ppo_micro_batch_size_per_gpu, and at most train.train_batch_size",
+        (
+            "make train.ppo_mini_batch_size (x rollout.n) divisible by n_gpus x "
+            "train.verl.ppo_micro_batch_size_per_gpu, and at most train.train_batch_size"
+        ),
     ),
     (
         re.compile(r"Could not override|not in struct|Key '.*' is not in struct"),
-        "fix the key in train.verl.verl_overrides (see verl's ppo_trainer.yaml), or prefix it with "
-        "'+' to add a key verl's config does not have",
+        (
+            "fix the key in train.verl.verl_overrides (see verl's ppo_trainer.yaml), or prefix it "
+            "with '+' to add a key verl's config does not have"
+        ),
     ),
     (
         re.compile(r"Could not append|already at"),
@@ -111,7 +117,7 @@ def run_checks(python: Path, requests: list[dict[str, Any]], timeout_s: int = CH
         env = {**os.environ, "HYDRA_FULL_ERROR": "1", "VERL_USE_EXTERNAL_PLUGINS": "none"}
         env.pop("VERL_USE_EXTERNAL_MODULES", None)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
         except subprocess.TimeoutExpired as exc:
             raise UsageError(f"checking the verl config with {python} took over {timeout_s} s") from exc
         if not result_path.exists():

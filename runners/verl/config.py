@@ -69,8 +69,8 @@ class VerlLaunchConfig:
 
 
 def build_config(
-    train: "TrainSpec",
-    spec: "Spec",
+    train: TrainSpec,
+    spec: Spec,
     *,
     model_path: str,
     train_files: str,

@@ -31,16 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import logging
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
-from runners.common.advantages import config_value, get_estimator, think_span_mask, think_token_ids
-
-log = logging.getLogger(__name__)
+from runners.common.advantages import (
+    config_value,
+    get_estimator,
+    think_span_mask,
+    think_token_ids,
+)
 
 ESTIMATORS = ("egpo", "egpo_token")
 DEFAULT_SCOPE = "think"
@@ -180,7 +183,7 @@ def patch_v1_trainer(module: Any) -> None:
 
     _compute_advantage._rlreg_patched = True  # type: ignore[attr-defined]
     cls._compute_advantage = _compute_advantage
-    PATCHED.append("v1.PPOTrainer._compute_advantage")
+    _patched("v1.PPOTrainer._compute_advantage")
 
 
 def patch_legacy_trainer(module: Any) -> None:
@@ -204,7 +207,13 @@ def patch_legacy_trainer(module: Any) -> None:
 
     _compute_old_log_prob._rlreg_patched = True  # type: ignore[attr-defined]
     cls._compute_old_log_prob = _compute_old_log_prob
-    PATCHED.append("RayPPOTrainer._compute_old_log_prob")
+    _patched("RayPPOTrainer._compute_old_log_prob")
+
+
+def _patched(name: str) -> None:
+    PATCHED.append(name)
+    # verl's own logging is at WARNING; a plain line makes the patch visible in the run's log
+    print(f"[rlreg] EGPO plugin: patched {name}", flush=True)
 
 
 _PATCHES: dict[str, Callable[[Any], None]] = {
@@ -216,7 +225,7 @@ _PATCHES: dict[str, Callable[[Any], None]] = {
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Applies ``_PATCHES[name]`` right after verl executes module ``name``."""
 
-    def find_spec(self, fullname, path, target=None):  # noqa: D102
+    def find_spec(self, fullname, path, target=None):
         if fullname not in _PATCHES:
             return None
         for finder in sys.meta_path:

@@ -36,7 +36,7 @@ def merge_argv(python: Path, actor_dir: Path, target_dir: Path, *, trust_remote_
     return argv + (["--trust-remote-code"] if trust_remote_code else [])
 
 
-def run(stage_spec: "MergeSpec", ctx: "StageContext") -> StageResult:
+def run(stage_spec: MergeSpec, ctx: StageContext) -> StageResult:
     train = ctx.spec.train
     if train is None:
         raise UsageError(f"spec '{ctx.spec.name}': the verl merge stage needs the `train` section")
@@ -73,7 +73,7 @@ def run(stage_spec: "MergeSpec", ctx: "StageContext") -> StageResult:
     )
 
 
-def describe(stage_spec: "MergeSpec", spec: Any) -> str:
+def describe(stage_spec: MergeSpec, spec: Any) -> str:
     """What ``rlreg run --dry-run`` prints for this stage."""
     python = resolve_verl_python(spec.train.verl.python if spec.train else ".venv-verl/bin/python")
     step = f"global_step_{stage_spec.step}" if stage_spec.step else "global_step_<newest>"
@@ -110,7 +110,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def log_model(ctx: "StageContext", spec: "MergeSpec", model_dir: Path, manifest_path: Path, manifest: dict[str, Any]) -> str:
+def log_model(ctx: StageContext, spec: MergeSpec, model_dir: Path, manifest_path: Path, manifest: dict[str, Any]) -> str:
     """Log the model per ``log_mode``; register it when asked. Returns the mode used."""
     mode = spec.log_mode
     if mode == "auto":
@@ -123,7 +123,7 @@ def log_model(ctx: "StageContext", spec: "MergeSpec", model_dir: Path, manifest_
     return mode
 
 
-def _register(ctx: "StageContext", spec: "MergeSpec", model_dir: Path, mode: str) -> None:
+def _register(ctx: StageContext, spec: MergeSpec, model_dir: Path, mode: str) -> None:
     client = getattr(ctx.tracker, "client", None)
     if client is None:
         return
@@ -133,8 +133,10 @@ def _register(ctx: "StageContext", spec: "MergeSpec", model_dir: Path, mode: str
         source = f"{run.info.artifact_uri}/model/files"
     else:
         source = model_dir.resolve().as_uri()
+    from mlflow.exceptions import MlflowException
+
     try:
         client.get_registered_model(name)
-    except Exception:
+    except MlflowException:  # not registered yet
         client.create_registered_model(name)
     client.create_model_version(name, source=source, run_id=ctx.tracker.run_id)

@@ -53,8 +53,8 @@ class TrainPlan:
 
 
 def plan_train(
-    train: "TrainSpec",
-    spec: "Spec",
+    train: TrainSpec,
+    spec: Spec,
     *,
     project_root: Path,
     model_path: str,
@@ -85,7 +85,7 @@ def plan_train(
     )
 
 
-def run_train(train: "TrainSpec", ctx: "StageContext") -> StageResult:
+def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     python = resolve_verl_python(train.verl.python, ctx.project_root)
     require_verl(python)
     checkpoint_dir = ctx.resolve_path(train.verl.checkpoint_dir) if train.verl.checkpoint_dir else ctx.work_dir / "checkpoints"
@@ -133,7 +133,7 @@ def run_train(train: "TrainSpec", ctx: "StageContext") -> StageResult:
     return StageResult(outputs={"checkpoints": pointer, "verl_config": config_dir}, metrics=metrics, info=info)
 
 
-def describe_train(train: "TrainSpec", spec: "Spec") -> str:
+def describe_train(train: TrainSpec, spec: Spec) -> str:
     """The launch a run would make, with placeholders for what only exists at run time."""
     python = resolve_verl_python(train.verl.python, PROJECT_ROOT)
     model = spec.model.path if spec.model and spec.model.path else "<model>"
@@ -168,7 +168,7 @@ def _placeholder_vars(text: str) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: f"<{m.group(1) or m.group(2)}>", text)
 
 
-def _model_path(ctx: "StageContext") -> Path:
+def _model_path(ctx: StageContext) -> Path:
     if "sft.model" in ctx.inputs:
         return ctx.input("sft.model").resolve()
     model = ctx.spec.model
@@ -186,7 +186,7 @@ def _model_path(ctx: "StageContext") -> Path:
     return path
 
 
-def _tracking_uri(ctx: "StageContext") -> str:
+def _tracking_uri(ctx: StageContext) -> str:
     client = getattr(ctx.tracker, "client", None)
     uri = getattr(client, "tracking_uri", None) if client is not None else None
     if uri:
@@ -196,7 +196,7 @@ def _tracking_uri(ctx: "StageContext") -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
-def _tags(plan: TrainPlan, train: "TrainSpec") -> dict[str, str]:
+def _tags(plan: TrainPlan, train: TrainSpec) -> dict[str, str]:
     from runners.reward import reward_source_hash
 
     return {
@@ -209,7 +209,7 @@ def _tags(plan: TrainPlan, train: "TrainSpec") -> dict[str, str]:
     }
 
 
-def _headline_metrics(ctx: "StageContext", result) -> dict[str, float]:
+def _headline_metrics(ctx: StageContext, result) -> dict[str, float]:
     """The builtin trainer's headline names, from what verl logged: the MLflow run verl attached
     to (latest value per key, first score from its history), else the console lines it printed.
 
@@ -225,7 +225,7 @@ def _headline_metrics(ctx: "StageContext", result) -> dict[str, float]:
             history = client.get_metric_history(ctx.tracker.run_id, SCORE_KEY)
             if history:
                 first_score = min(history, key=lambda m: (m.step, m.timestamp)).value
-        except Exception as exc:  # the store is unreachable: the console copy still counts
+        except Exception as exc:  # noqa: BLE001 - the store is unreachable: the console copy still counts
             print(f"[rlreg] could not read verl's metrics from MLflow: {exc}", file=sys.stderr)
     for step in sorted(result.step_metrics):
         for key, value in result.step_metrics[step].items():
