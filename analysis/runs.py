@@ -189,12 +189,17 @@ def runs_frame(filter_string: str = "", tracking_uri: str | None = None, max_res
     ``tags.*``)."""
     import mlflow
 
-    if tracking_uri:
+    previous = mlflow.get_tracking_uri()
+    if tracking_uri:  # mlflow.search_runs reads the global URI; restore it afterwards
         mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.search_runs(
-        search_all_experiments=True, filter_string=filter_string, max_results=max_results,
-        order_by=["attributes.start_time DESC"],
-    )
+    try:
+        return mlflow.search_runs(
+            search_all_experiments=True, filter_string=filter_string, max_results=max_results,
+            order_by=["attributes.start_time DESC"],
+        )
+    finally:
+        if tracking_uri:
+            mlflow.set_tracking_uri(previous)
 
 
 def parents_frame(spec_name: str | None = None, tracking_uri: str | None = None) -> Any:

@@ -176,7 +176,9 @@ def test_renderers(demo):
 def test_frames_and_bulk_histories(demo):
     client, grpo, egpo, older, failed = demo
     uri = client.tracking_uri
+    before = mlflow.get_tracking_uri()
     frame = runs.parents_frame("demo-egpo", tracking_uri=uri)
+    assert mlflow.get_tracking_uri() == before  # no global side effect
     assert set(frame.run_id) == {egpo.parent_id, older.parent_id, failed.parent_id}
     assert "params.train.algorithm.egpo_lambda" in frame.columns
 
