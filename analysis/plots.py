@@ -89,21 +89,45 @@ def _summary(values: Sequence[float]) -> tuple[float, float, float]:
 def eval_repeats(values: Mapping[str, Sequence[float]], metric: str, percent: bool = False) -> object:
     """Each eval repeat as a point, with each run's mean (line) and 95 % Student-t band."""
     fig, (ax,) = _figure()
+    _repeats_panel(ax, values, metric, percent)
+    ax.set_title(f"{metric} per repeat: mean and 95% CI")
+    return fig
+
+
+def eval_repeats_panels(panels: Mapping[str, tuple[Mapping[str, Sequence[float]], bool]], cols: int = 2) -> object:
+    """Several eval metrics at once (``{metric: ({label: values}, percent)}``), one panel each:
+    one figure to render instead of one per metric (the eval stage logs ~5 metrics per repeat)."""
+    from matplotlib.figure import Figure
+
+    cols = max(1, min(cols, len(panels)))
+    rows = math.ceil(len(panels) / cols)
+    width, height = 5.0 * cols, 3.2 * rows
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.35 / height,
+                        wspace=0.3, hspace=0.45)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (metric, (values, percent)) in zip(axes, panels.items()):
+        _repeats_panel(ax, values, metric, percent)
+        ax.set_title(metric, fontsize=10)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+def _repeats_panel(ax: object, values: Mapping[str, Sequence[float]], metric: str, percent: bool) -> None:
     scale = 100.0 if percent else 1.0
     for i, (label, vals) in enumerate(values.items()):
         color = COLORS[i % len(COLORS)]
         ys = [float(v) * scale for v in vals]
-        ax.plot(range(len(ys)), ys, "o", color=color, label=f"{label} (n={len(ys)})")
+        ax.plot(range(len(ys)), ys, "o", color=color, label=f"{label} (n={len(ys)})")  # type: ignore[attr-defined]
         ci = mean_ci(vals)
         if ci.n:
-            ax.axhline(ci.mean * scale, color=color, lw=1.2)
+            ax.axhline(ci.mean * scale, color=color, lw=1.2)  # type: ignore[attr-defined]
         if ci.has_ci:
-            ax.axhspan(ci.low * scale, ci.high * scale, color=color, alpha=0.15)
+            ax.axhspan(ci.low * scale, ci.high * scale, color=color, alpha=0.15)  # type: ignore[attr-defined]
     _integer_x(ax)
-    ax.set_xlabel("repeat")
-    ax.set_ylabel(f"{metric}{' (%)' if percent else ''}")
-    ax.set_title(f"{metric} per repeat: mean and 95% CI")
-    ax.grid(alpha=0.3)
+    ax.set_xlabel("repeat")  # type: ignore[attr-defined]
+    ax.set_ylabel(f"{metric}{' (%)' if percent else ''}")  # type: ignore[attr-defined]
+    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
     if values:
-        ax.legend(fontsize=8)
-    return fig
+        ax.legend(fontsize=8)  # type: ignore[attr-defined]

@@ -98,13 +98,18 @@ def _add_figures(client: Any, report: Report) -> None:
                                           plots.to_png(plots.with_stats(entropy, ENTROPY_KEY))))
     else:
         report.notes.append(f"no {ENTROPY_KEY} history on the compared runs")
+    panels = {}
     for row in comp.rows:
         repeats = {label: c.repeats for label, c in zip(comp.labels, row.cells) if len(c.repeats) >= 2}
         if repeats:
-            key = base_key(row.metric)
-            name = key.replace("/", "_") + "_repeats.png"
-            report.figures.append(FigureEntry(name, f"{key}: every eval repeat",
-                                              plots.to_png(plots.eval_repeats(repeats, key, row.percent))))
+            panels[base_key(row.metric)] = (repeats, row.percent)
+    if len(panels) == 1:
+        (key, (repeats, percent)), = panels.items()
+        report.figures.append(FigureEntry(key.replace("/", "_") + "_repeats.png", f"{key}: every eval repeat",
+                                          plots.to_png(plots.eval_repeats(repeats, key, percent))))
+    elif panels:
+        report.figures.append(FigureEntry("eval_repeats.png", "Every eval repeat: each run's mean and 95% band",
+                                          plots.to_png(plots.eval_repeats_panels(panels))))
     tool_fig = _tool_entropy_figure(client, comp)
     if tool_fig is not None:
         report.figures.append(FigureEntry("entropy_after_tool_call.png", "Entropy after tool calls", tool_fig))

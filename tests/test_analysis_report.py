@@ -153,3 +153,29 @@ def test_cli_wired_in_rlreg(store):
         assert res.exit_code == 0 and "--tracking-uri" in res.output, res.output
     res = runner.invoke(main, ["compare", "demo-grpo", "demo-egpo", "--format", "csv", "--tracking-uri", uri])
     assert res.exit_code == 0 and res.output.startswith("metric,demo-grpo,")
+
+
+def test_several_repeat_metrics_share_one_figure(mlflow_uri):
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    pair = synthetic.demo_pair(client, with_entropy_stage=False)
+    rates = {}
+    for i, run in enumerate(pair):
+        rates[run.spec["name"]] = values = [0.9 - 0.01 * i, 0.95, 1.0, 0.92, 0.97]
+        client.log_batch(run.child_ids["eval"], metrics=[Metric("eval/format_valid_rate", v, 0, r)
+                                                        for r, v in enumerate(values)])
+        client.log_batch(run.parent_id, metrics=[Metric("eval/format_valid_rate_mean", mean_ci(values).mean, 0, 0)])
+    rep = report.build_report(client, ["demo-grpo", "demo-egpo"])
+    row = rep.comparison.row("eval/format_valid_rate_mean")
+    assert [c.repeats for c in row.cells] == [rates["demo-grpo"], rates["demo-egpo"]] and row.percent
+    names = [f.name for f in rep.figures]
+    assert "eval_repeats.png" in names and "eval_accuracy_repeats.png" not in names
+
+    fig = plots.eval_repeats_panels({"eval/accuracy": ({"a": [0.5, 0.6]}, True),
+                                     "eval/format_valid_rate": ({"a": [0.9, 1.0]}, True),
+                                     "eval/response_length": ({"a": [40.0, 44.0]}, False)})
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["eval/accuracy", "eval/format_valid_rate", "eval/response_length"]
+    assert list(visible[2].get_lines()[0].get_ydata()) == [40.0, 44.0]
+    assert len(fig.axes) == 4  # a 2×2 grid, the last panel hidden
