@@ -9,7 +9,9 @@ sampling distribution, and the entropy is that of the same distribution (domain.
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import ContextManager
 
 import torch
 
@@ -22,6 +24,14 @@ class TokenStats:
     """[B, R] log π(token) of each response token (differentiable when computed with grad)."""
     entropy: torch.Tensor | None
     """[B, R] entropy of the next-token distribution at each response position (float32)."""
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextManager:
+    """Mixed precision for the policy's forward passes (None: plain float32). The old-log-prob
+    pass and the update must use the same one, or the PPO ratio starts away from 1."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=str(device).split(":")[0], dtype=dtype)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -86,12 +96,14 @@ def batched_token_stats(
     temperature: float,
     micro_batch_size: int,
     with_entropy: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> TokenStats:
     """No-grad :func:`token_stats` over micro-batches (old / reference log-probs)."""
     log_probs, entropies = [], []
     for start in range(0, input_ids.shape[0], micro_batch_size):
         part = slice(start, start + micro_batch_size)
-        stats = token_stats(model, input_ids[part], attention_mask[part], response_len, temperature, with_entropy=with_entropy)
+        with autocast(input_ids.device, autocast_dtype):
+            stats = token_stats(model, input_ids[part], attention_mask[part], response_len, temperature, with_entropy=with_entropy)
         log_probs.append(stats.log_prob)
         if stats.entropy is not None:
             entropies.append(stats.entropy)

@@ -25,7 +25,8 @@ from runners.common.advantages import get_estimator, think_span_mask, think_toke
 from runners.modeling import load_model, pick_device, render_prompt, resolve_base_model
 from runners.reward import REWARD_FUNCTIONS
 from runners.train.checkpoint import latest_checkpoint, link_tree, load_trainer_state, save_checkpoint, step_dir
-from runners.train.forward import batched_token_stats
+from runners.train.forward import autocast, batched_token_stats
+from runners.train.loss import agg_loss
 from runners.train.metrics import ENTROPY_KEY, MetricsHistory, masked_stats
 from runners.train.prompts import Prompt, load_prompts
 from runners.train.rollout import generate_rollouts, score
@@ -154,16 +155,17 @@ def _train_step(step, prompts, model, ref_model, tokenizer, optimizer, spec: Tra
                 think_ids, device, autocast_dtype) -> dict[str, float]:
     started = time.perf_counter()
     ro = spec.rollout
-    batch = generate_rollouts(
-        model, tokenizer, prompts, n=ro.n, temperature=ro.temperature, top_p=ro.top_p,
-        max_response_length=ro.max_response_length, generation_batch_size=spec.generation_batch_size, device=device,
-    )
+    with autocast(device, autocast_dtype):
+        batch = generate_rollouts(
+            model, tokenizer, prompts, n=ro.n, temperature=ro.temperature, top_p=ro.top_p,
+            max_response_length=ro.max_response_length, generation_batch_size=spec.generation_batch_size, device=device,
+        )
     scores = score(batch, reward_fn)
     micro = spec.micro_batch_size or spec.ppo_mini_batch_size * ro.n
     R = batch.response_length
     ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
     model.eval()
-    old = batched_token_stats(model, ids, attn, R, ro.temperature, micro, with_entropy=True)
+    old = batched_token_stats(model, ids, attn, R, ro.temperature, micro, with_entropy=True, autocast_dtype=autocast_dtype)
     ref = batched_token_stats(ref_model, ids, attn, R, ro.temperature, micro, with_entropy=False) if ref_model else None
     mask = batch.response_mask
     entropy = old.entropy.cpu()
@@ -189,7 +191,8 @@ def _train_step(step, prompts, model, ref_model, tokenizer, optimizer, spec: Tra
         **masked_stats(advantages, mask, "critic/advantages"),
         **adv_stats,
         **actor,
-        ENTROPY_KEY: float((entropy * mask).sum() / mask.sum().clamp(min=1)),
+        # verl: agg_loss(entropys, response_mask, loss_agg_mode) — the token mean by default
+        ENTROPY_KEY: float(agg_loss(entropy, mask, spec.algorithm.loss_agg_mode)),
         "response_length/mean": float(lengths.mean()),
         "response_length/max": float(lengths.max()),
         "response_length/min": float(lengths.min()),

@@ -5,14 +5,13 @@ accumulate, then clipped and applied (verl's ``update_policy``)."""
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from registry.spec.train import TrainSpec
-from runners.train.forward import token_stats
+from runners.train.forward import autocast, token_stats
 from runners.train.loss import agg_loss, kl_penalty, policy_loss
 from runners.train.metrics import mean_of
 
@@ -66,8 +65,7 @@ def update_policy(
             for m_start in range(0, mini.input_ids.shape[0], micro):
                 part = mini.rows(slice(m_start, m_start + micro))
                 part_mask = part.response_mask.to(device)
-                cast = torch.autocast(device_type=str(device).split(":")[0], dtype=autocast_dtype) if autocast_dtype else nullcontext()
-                with cast:
+                with autocast(device, autocast_dtype):
                     stats = token_stats(
                         model, part.input_ids.to(device), part.attention_mask.to(device), response_len,
                         spec.rollout.temperature, with_entropy=entropy_grad, entropy_grad=entropy_grad,
