@@ -219,6 +219,9 @@ class H(BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *a): pass
+if "--exit-after-s" in opt:  # a server that crashes mid-run (e.g. CUDA OOM under load)
+    import os, threading
+    threading.Timer(float(opt["--exit-after-s"]), lambda: os._exit(7)).start()
 print("serving", args[1], flush=True)
 HTTPServer((opt["--host"], int(opt["--port"])), H).serve_forever()
 '''
@@ -278,7 +281,7 @@ def test_stop_group_is_idempotent(tmp_path):
 
 # -- the whole backend with vllm + bfcl stand-ins -----------------------------------------------------
 FAKE_BFCL = r'''
-import json, os, sys, urllib.request
+import json, os, sys, time, urllib.request
 from pathlib import Path
 cmd, args = sys.argv[1], sys.argv[2:]
 opt = {a: b for a, b in zip(args, args[1:]) if a.startswith("--")}
@@ -294,9 +297,14 @@ if cmd == "generate":
     if str(repeat) in os.environ.get("FAKE_BFCL_FAIL", "").split(","):
         print("openai.APIConnectionError: Connection error.", flush=True)
         sys.exit(2)
+    time.sleep(float(os.environ.get("FAKE_BFCL_SLEEP", "0")))
     out = Path(opt["--result-dir"]) / model / "multi_turn"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"BFCL_v4_{cat}_result.json").write_text(json.dumps({"id": cat + "_0", "result": models["data"][0]["id"]}) + "\n")
+    answer = models["data"][0]["id"]
+    if str(repeat) in os.environ.get("FAKE_BFCL_OUTAGE", "").split(","):
+        answer = "Error during inference: Connection error."
+    (out / f"BFCL_v4_{cat}_result.json").write_text(
+        json.dumps({"id": cat + "_0", "result": answer}) + "\n" + json.dumps({"id": cat + "_1", "result": [[answer]]}) + "\n")
 elif cmd == "evaluate":
     assert any(Path(opt["--result-dir"]).rglob("*_result.json"))
     acc = 0.60 + 0.01 * repeat
@@ -371,6 +379,27 @@ def test_allowed_failures_aggregate_the_rest(make_ctx, null_tracker, stand_ins, 
     assert result.metrics["eval/repeats"] == 2 and result.metrics["eval/repeats_failed"] == 1
     assert result.metrics["eval/accuracy_mean"] == pytest.approx(0.605)
     assert result.info["failed"] == [2]
+
+
+def test_a_repeat_whose_requests_all_failed_is_a_failed_repeat(make_ctx, null_tracker, stand_ins, tmp_path, monkeypatch):
+    import runners.eval as ev
+
+    monkeypatch.setenv("FAKE_BFCL_OUTAGE", "0")
+    ctx = _bfcl_ctx(make_ctx, null_tracker, stand_ins, tmp_path)
+    with pytest.raises(BfclRepeatsFailed, match=r"repeat 0: all 2 BFCL requests failed"):
+        ev.run(ctx.spec.eval, ctx)
+    logged = {(k, step): v for k, v, step in null_tracker.metrics}
+    assert logged[("eval/inference_errors", 1)] == 0.0 and ("eval/accuracy", 0) not in logged
+
+
+def test_server_dying_during_the_runs_fails_the_stage(make_ctx, null_tracker, stand_ins, tmp_path, monkeypatch):
+    import runners.eval as ev
+
+    monkeypatch.setenv("FAKE_BFCL_SLEEP", "3")
+    ctx = _bfcl_ctx(make_ctx, null_tracker, stand_ins, tmp_path, extra_vllm_args=["--exit-after-s", "1.5"])
+    with pytest.raises(ServerNotReady, match="exited with code 7 during the BFCL runs"):
+        ev.run(ctx.spec.eval, ctx)
+    assert "eval/bfcl/vllm-server.log" in null_tracker.artifacts
 
 
 def test_existing_endpoint_is_used_without_starting_vllm(make_ctx, null_tracker, stand_ins, tmp_path, models_server):

@@ -9,7 +9,10 @@ with the local path as the model name, so vLLM serves the model under that path)
 
 Failure policy: every repeat that finished is logged (metrics at step r, CSVs, logs) before the
 stage decides; more than ``allow_failed_repeats`` failures fail the stage with the failed repeats'
-log paths in the message. The server is stopped in every case (``finally`` + process-group kill).
+log paths in the message. A repeat whose every request failed ("Error during inference" in all
+results: BFCL would score the outage as a 0 % model) counts as failed; single request errors are
+counted in ``eval/inference_errors``. A started server that died during the runs fails the stage.
+The server is stopped in every case (``finally`` + process-group kill).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from registry.context import StageContext, StageResult
 from registry.errors import MissingExtra
 from registry.spec.eval import BfclSpec, EvalSpec
 from runners.eval.bfcl_match import category_of
-from runners.eval.scores import repeat_metrics
-from runners.eval.server import VllmServer, log_tail, run_logged, vllm_argv, wait_until_ready
+from runners.eval.scores import INFERENCE_ERROR, inference_errors, repeat_metrics
+from runners.eval.server import ServerNotReady, VllmServer, log_tail, run_logged, vllm_argv, wait_until_ready
 from runners.eval.summary import aggregate, summary_table
 
 
@@ -116,7 +119,12 @@ def run_repeat(r: int, root: Path, bfcl_cmd: str, spec: BfclSpec, model_path: Pa
             if code != 0:
                 outcome.error = f"`bfcl {step}` exited with {code} (log: {log}):\n{log_tail(log, 1500)}"
                 return outcome
-        outcome.metrics = repeat_metrics(score_dir)
+        errors, total = inference_errors(result_dir)
+        if total and errors == total:
+            outcome.error = (f"all {total} BFCL requests failed (\"{INFERENCE_ERROR}\" in every result; "
+                             f"is the server up?), see {root / 'generate.log'}")
+            return outcome
+        outcome.metrics = {**repeat_metrics(score_dir), "eval/inference_errors": float(errors)}
     except Exception as exc:  # noqa: BLE001 - one repeat's failure must not hide the others
         outcome.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -145,6 +153,11 @@ def run_bfcl(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> Stage
                 futures = [pool.submit(run_repeat, r, work / f"repeat_{r}", bfcl_cmd, spec, model_path, base_url)
                            for r in range(stage_spec.repeats)]
                 outcomes = [f.result() for f in futures]
+            if isinstance(server, VllmServer) and server.proc is not None and server.proc.poll() is not None:
+                raise ServerNotReady(
+                    f"the vLLM server exited with code {server.proc.returncode} during the BFCL runs, so their "
+                    f"scores are not the model's; its log is {server_log}:\n{log_tail(server_log)}"
+                )
     finally:
         if server_log.is_file():
             ctx.tracker.log_artifact(server_log, "eval/bfcl")

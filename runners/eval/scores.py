@@ -126,3 +126,27 @@ def repeat_metrics(score_dir: Path) -> dict[str, float]:
     metrics["eval/accuracy"] = correct / total if total else math.nan
     metrics.update(csv_metrics(score_dir))
     return metrics
+
+
+INFERENCE_ERROR = "Error during inference"
+
+
+def inference_errors(result_dir: Path) -> tuple[int, int]:
+    """``(entries whose generation raised, entries)`` over BFCL's result files. BFCL records a
+    request that failed (server down, context overflow) as the answer text
+    ``"Error during inference: …"`` and scores it as wrong, so a dead server looks like a bad model
+    unless this is counted."""
+    errors = total = 0
+    for path in sorted(result_dir.rglob("BFCL_v*_result.json")):
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            total += 1
+            try:
+                result = json.loads(line).get("result")
+            except json.JSONDecodeError:
+                errors += 1
+                continue
+            if INFERENCE_ERROR in json.dumps(result, ensure_ascii=False)[:200]:
+                errors += 1
+    return errors, total
