@@ -201,3 +201,18 @@ def test_egpo_token_bonus_only_in_scope():
     base, _, _ = grpo(rewards, mask, [0, 0], config=CFG)
     assert torch.allclose(adv[:, :2] - base[:, :2], torch.full((2, 2), 0.04))
     assert torch.equal(adv[:, 2:], base[:, 2:])
+
+
+def test_think_token_ids_come_from_the_tokenizer():
+    from runners.common.advantages import think_token_ids
+
+    class Tok:
+        def __init__(self, table):
+            self.table = table
+
+        def encode(self, text, add_special_tokens=False):
+            return self.table[text]
+
+    assert think_token_ids(Tok({"<think>": [17], "</think>": [18]})) == (17, 18)
+    with pytest.raises(ValueError, match="splits '<think>' into 3 tokens.*entropy_scope: response"):
+        think_token_ids(Tok({"<think>": [1, 2, 3], "</think>": [18]}))

@@ -180,3 +180,17 @@ def test_rl_lifts_the_reward(warm, make_ctx, estimator):
     assert after >= before + 0.25, (before, after)
     rewards = [v for k, v, _ in ctx.tracker.metrics if k == "train/reward_mean"]
     assert sum(rewards[-3:]) / 3 > sum(rewards[:2]) / 2
+
+
+def test_egpo_token_with_response_scope_and_micro_batches(warm, make_ctx):
+    parquet, model_dir = warm
+    spec = task.train_spec("egpo_token", total_training_steps=1, micro_batch_size=3,
+                           algorithm={"entropy_scope": "response", "loss_agg_mode": "seq-mean-token-mean",
+                                      "entropy_coeff": 0.001})
+    ctx = make_ctx("train", spec, inputs={"convert.train": parquet, "sft.model": model_dir})
+    result = run(ctx.spec.train, ctx)
+    logged = {k: v for k, v, _ in ctx.tracker.metrics}
+    assert logged["egpo/empty_scope_frac"] == 0.0  # the response scope is never empty
+    assert logged["egpo/bonus_mean"] >= 0.0
+    assert "actor/entropy_loss" in logged and logged["actor/grad_norm"] > 0
+    assert result.metrics["train/steps"] == 1
