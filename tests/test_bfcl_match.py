@@ -14,13 +14,22 @@ from pathlib import Path
 import pytest
 
 from runners.eval.bfcl_data import iter_categories, wheel_category_files
-from runners.eval.bfcl_match import SUPPORTED_PREFIXES, ast_check, category_of, standardize_string
+from runners.eval.bfcl_match import (
+    SUPPORTED_PREFIXES,
+    ast_check,
+    category_of,
+    standardize_string,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def bfcl_wheel() -> Path:
+    return bfcl_wheel_path()
+
+
+def bfcl_wheel_path() -> Path:
     """The bfcl-eval wheel: $RLREG_BFCL_WHEEL, else .cache/bfcl/, else downloaded there (no install)."""
     env = os.environ.get("RLREG_BFCL_WHEEL")
     if env and Path(env).is_file():
@@ -30,7 +39,7 @@ def bfcl_wheel() -> Path:
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "bfcl-eval", "--no-deps", "-d", str(cache)],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, check=False)
         found = sorted(glob.glob(str(cache / "bfcl_eval-*.whl")))
         if not found:
             pytest.skip("bfcl-eval wheel unavailable (pip download failed: "

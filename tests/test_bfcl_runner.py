@@ -10,6 +10,7 @@ and score files in BFCL's layout and format). The real end-to-end run is in test
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -26,11 +27,27 @@ import pytest
 from registry.errors import InputDataError, MissingExtra
 from registry.spec.eval import BfclSpec
 from runners.eval.bfcl_runner import (
-    BfclRepeatsFailed, bfcl_env, evaluate_argv, generate_argv, ids_by_category, resolve_bfcl_command,
+    BfclRepeatsFailed,
+    bfcl_env,
+    evaluate_argv,
+    generate_argv,
+    ids_by_category,
+    resolve_bfcl_command,
 )
-from runners.eval.scores import category_scores, parse_cell, parse_score_csv, repeat_metrics
+from runners.eval.scores import (
+    category_scores,
+    parse_cell,
+    parse_score_csv,
+    repeat_metrics,
+)
 from runners.eval.server import (
-    ServerNotReady, VllmServer, models_endpoint, start_logged, stop_group, vllm_argv, wait_until_ready,
+    ServerNotReady,
+    VllmServer,
+    models_endpoint,
+    start_logged,
+    stop_group,
+    vllm_argv,
+    wait_until_ready,
 )
 
 USER_CSV = """Rank,Model,Multi Turn Overall Acc,Base,Miss Func,Miss Param,Long Context
@@ -49,7 +66,7 @@ def test_vllm_argv_carries_the_spec_settings():
                     extra_vllm_args=["--seed", "3"])
     argv = vllm_argv(spec, "/models/verl8")
     assert argv[:3] == ["vllm", "serve", "/models/verl8"]
-    pairs = dict(zip(argv[3::1], argv[4::1]))
+    pairs = dict(itertools.pairwise(argv[3:]))
     assert pairs["--port"] == "8123" and pairs["--tensor-parallel-size"] == "4"
     assert pairs["--dtype"] == "float16" and pairs["--max-model-len"] == "9216"
     assert "--enable-auto-tool-choice" in argv and pairs["--tool-call-parser"] == "hermes"
@@ -152,7 +169,7 @@ class _Models(BaseHTTPRequestHandler):
     ready_after = 3  # answer 503 to the first requests, like a server still loading weights
     calls = 0
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).calls += 1
         if self.path != "/v1/models":
             self.send_response(404)
@@ -251,12 +268,11 @@ def test_server_started_ready_and_whole_group_stopped(tmp_path):
     spec = BfclSpec(vllm_command=str(fake), port=free_port(), startup_timeout_s=30,
                     extra_vllm_args=["--pidfile", str(pidfile)])
     server = VllmServer(spec, "/models/tiny", tmp_path / "vllm.log")
-    with pytest.raises(KeyError):  # an error inside the block still stops the server
-        with server as url:
-            assert wait_until_ready(url, 5)["data"][0]["id"] == "/models/tiny"
-            worker = int(pidfile.read_text())
-            assert _alive(server.proc.pid) and _alive(worker)
-            raise KeyError("boom")
+    with pytest.raises(KeyError), server as url:  # an error inside the block still stops the server
+        assert wait_until_ready(url, 5)["data"][0]["id"] == "/models/tiny"
+        worker = int(pidfile.read_text())
+        assert _alive(server.proc.pid) and _alive(worker)
+        raise KeyError("boom")
     deadline = time.monotonic() + 10
     while (_alive(server.proc.pid) or _alive(worker)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -267,9 +283,9 @@ def test_server_started_ready_and_whole_group_stopped(tmp_path):
 def test_server_dying_at_startup_keeps_its_log(tmp_path):
     fake = _script(tmp_path / "vllm", FAKE_VLLM)
     spec = BfclSpec(vllm_command=str(fake), port=free_port(), dtype="die", startup_timeout_s=30)
-    with pytest.raises(ServerNotReady, match="exited with code 1(.|\n)*unsupported dtype"):
-        with VllmServer(spec, "/m", tmp_path / "vllm.log"):
-            pass
+    with pytest.raises(ServerNotReady, match="exited with code 1(.|\n)*unsupported dtype"), \
+            VllmServer(spec, "/m", tmp_path / "vllm.log"):
+        pass
 
 
 def test_stop_group_is_idempotent(tmp_path):

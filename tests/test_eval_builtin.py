@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from test_bfcl_match import bfcl_wheel_path
 
 from registry.context import StageContext
 from registry.errors import UsageError
@@ -73,8 +74,8 @@ def eval_inputs(tmp_path_factory):
     """convert.test from the real convert runner on synthetic data, and a tiny model built locally."""
     import torch
 
-    import runners.convert as convert
     from registry.spec.model import TinyModelSpec
+    from runners import convert
     from runners.modeling import build_tiny_model, texts_from_parquet
 
     torch.set_num_threads(1)
@@ -140,9 +141,10 @@ def test_greedy_repeats_reuse_one_generation(make_ctx, eval_inputs):
     assert len(logged) == 2 and logged[0] == logged[1]
 
 
-def test_bfcl_eval_set_from_wheel(make_ctx, eval_inputs, bfcl_wheel):
+def test_bfcl_eval_set_from_wheel(make_ctx, eval_inputs):
     import runners.eval as ev
 
+    bfcl_wheel = bfcl_wheel_path()
     spec = {"eval": {**EVAL, "repeats": 2, "max_samples": 3,
                      "bfcl_data": {"category": "simple_python", "wheel": str(bfcl_wheel)}}}
     ctx = make_ctx("eval", spec, inputs={"sft.model": eval_inputs["sft.model"]})
@@ -170,6 +172,3 @@ def test_spec_rules():
         Spec.model_validate({"name": "x", "eval": {"backend": "bfcl", "bfcl": {"test_ids": ["multi_turn_base_0"]}}})
     with pytest.raises(Exception, match="bfcl.test_ids"):
         Spec.model_validate({"name": "x", "eval": {"backend": "bfcl", "max_samples": 5}})
-
-
-from test_bfcl_match import bfcl_wheel  # noqa: E402,F401  (session fixture: the bfcl-eval wheel)

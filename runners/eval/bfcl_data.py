@@ -13,8 +13,9 @@ import glob
 import json
 import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from registry.errors import InputDataError, UsageError
 from runners.eval.bfcl_match import category_of, check_category_supported

@@ -32,7 +32,14 @@ from registry.errors import MissingExtra
 from registry.spec.eval import BfclSpec, EvalSpec
 from runners.eval.bfcl_match import category_of
 from runners.eval.scores import INFERENCE_ERROR, inference_errors, repeat_metrics
-from runners.eval.server import ServerNotReady, VllmServer, log_tail, run_logged, vllm_argv, wait_until_ready
+from runners.eval.server import (
+    ServerNotReady,
+    VllmServer,
+    log_tail,
+    run_logged,
+    vllm_argv,
+    wait_until_ready,
+)
 from runners.eval.summary import aggregate, summary_table
 
 

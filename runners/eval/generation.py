@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from runners.eval.records import EvalRecord
 
@@ -32,7 +33,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_size: 
     torch.manual_seed(seed)
     stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
     # top_k=0: transformers' default top_k=50 would silently narrow sampling
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else dict(do_sample=False)
+    sampling = ({"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample
+                else {"do_sample": False})
     tokenizer.truncation_side = "left"  # keep the end of an overlong prompt (the question)
     out: list[Generated] = []
     device = next(model.parameters()).device

@@ -15,12 +15,19 @@ So ``score ≤ args_correct ≤ tool_name_correct`` per sample, and the three ra
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from runners.eval.bfcl_match import ast_check, calls_to_bfcl
 from runners.eval.records import EvalRecord
-from runners.reward import THINK_CLOSE, ground_truth_calls, parse_tool_calls, split_think, tool_calls_match
+from runners.reward import (
+    THINK_CLOSE,
+    ground_truth_calls,
+    parse_tool_calls,
+    split_think,
+    tool_calls_match,
+)
 
 
 @dataclass
