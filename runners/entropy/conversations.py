@@ -83,7 +83,7 @@ def _json_rows(path: Path, limit: int | None):
         except json.JSONDecodeError as exc:
             raise InputDataError(f"{path}: not valid JSON ({exc}); use a JSON list or JSONL of records") from exc
         for i, rec in enumerate(records[:limit] if limit is not None else records):
-            yield from _record(path, f"record {i}", rec)
+            yield _record(path, f"record {i}", rec)
         return
     count = 0
     with path.open(encoding="utf-8") as fh:
@@ -98,13 +98,13 @@ def _json_rows(path: Path, limit: int | None):
                 raise InputDataError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); each line must be one "
                                      '{"messages": [...], "tools": [...]} object') from exc
             count += 1
-            yield from _record(path, f"line {lineno}", rec)
+            yield _record(path, f"line {lineno}", rec)
 
 
-def _record(path: Path, where: str, rec: Any):
+def _record(path: Path, where: str, rec: Any) -> tuple[str, Any, Any]:
     if not isinstance(rec, dict) or "messages" not in rec:
         raise InputDataError(f"{path}: {where}: expected an object with a `messages` list (and optional `tools`)")
-    yield where, rec["messages"], rec.get("tools")
+    return where, rec["messages"], rec.get("tools")
 
 
 def _conversation(path: Path, where: str, idx: int, messages: Sequence[Any], tools: Any) -> Conversation:
