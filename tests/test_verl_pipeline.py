@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -75,9 +76,9 @@ def test_verl_spec_runs_through_the_pipeline(env):
     import yaml
 
     # the config dir moved with the stage outputs into the store
-    body = yaml.safe_load(open(f"{stages['train']['outputs']['verl_config']}/rlreg_verl.yaml"))
+    body = yaml.safe_load((Path(stages["train"]["outputs"]["verl_config"]) / "rlreg_verl.yaml").read_text())
     for key in ("train_files", "val_files"):
-        assert open(body["data"][key], "rb").read(4) == b"PAR1"  # convert's real parquet output
+        assert Path(body["data"][key]).read_bytes()[:4] == b"PAR1"  # convert's real parquet output
     assert merge_call["argv"][1:3] == ["-m", "verl.model_merger"]
     assert merge_call["argv"][merge_call["argv"].index("--local_dir") + 1].endswith("global_step_2/actor")
 
