@@ -194,3 +194,20 @@ def test_egpo_token_with_response_scope_and_micro_batches(warm, make_ctx):
     assert logged["egpo/bonus_mean"] >= 0.0
     assert "actor/entropy_loss" in logged and logged["actor/grad_norm"] > 0
     assert result.metrics["train/steps"] == 1
+
+
+def test_generation_in_chunks_equals_one_batch(warm):
+    from runners.modeling import load_model, render_prompt
+    from runners.train.prompts import load_prompts
+    from runners.train.rollout import generate_rollouts
+
+    parquet, model_dir = warm
+    model, tok = load_model(model_dir, "float32", "cpu")
+    prompts = load_prompts(parquet, tok, render_prompt, 64)[0][:3]
+    kwargs = dict(n=2, temperature=1.0, top_p=1.0, max_response_length=28, do_sample=False)
+    whole = generate_rollouts(model, tok, prompts, **kwargs)
+    chunked = generate_rollouts(model, tok, prompts, generation_batch_size=4, **kwargs)
+    assert whole.texts == chunked.texts
+    assert torch.equal(whole.response_mask, chunked.response_mask)
+    assert whole.group_ids == [prompts[0].uid] * 2 + [prompts[1].uid] * 2 + [prompts[2].uid] * 2
+    assert all("</think>" in t for t in whole.texts)  # the warm model answers in the think format
