@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from registry.errors import RlregError, SpecError, UsageError
+from registry.errors import RlregError, SpecError
 
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
@@ -219,7 +219,11 @@ def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool
     from registry.pipeline import Pipeline, overrides, plan_lines, select_stages
     from registry.stages import load_runner
 
-    loaded = load_spec(spec)
+    try:
+        loaded = load_spec(spec)
+    except RlregError as exc:
+        _fail_attached_run(exc)
+        raise
     only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     chain = " <- ".join(p.stem for p in loaded.chain)
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
@@ -254,7 +258,20 @@ def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool
         click.echo(json.dumps(summary.to_json(), indent=2))
 
 
+def _fail_attached_run(exc: RlregError) -> None:
+    """Under `mlflow run`, the run already exists: never leave it RUNNING after a spec error."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from registry.store import ensure_store
+
+        client = ensure_store()
+        client.set_tag(run_id, "rlreg.error", str(exc)[:7000])
+        client.set_terminated(run_id, "FAILED")
+    except Exception:  # the store itself may be the problem; the spec error is what to report
+        pass
+
+
 if __name__ == "__main__":
     main()
-
-_ = UsageError

@@ -148,3 +148,26 @@ def test_source_file_edited_in_place_misses_cache(env):
     src.write_text("".join(rec % i for i in range(30)))  # same path, new content
     third = run_json("f")["stages"][0]
     assert third["cache_hit"] is None and third["cache_key"] != first["cache_key"]
+
+
+def test_spec_error_under_mlflow_run_marks_attached_run_failed(env, monkeypatch):
+    client = env["client"]
+    run = client.create_run(client.create_experiment("attached"))
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    (env["specs"] / "broken.yaml").write_text("data: {synthetic: {}, bogus: 1}\n")
+    r = rlreg("run", "broken")
+    assert r.exit_code == 2 and "data.bogus: unknown field" in r.output
+    after = client.get_run(run.info.run_id)
+    assert after.info.status == "FAILED" and "bogus" in after.data.tags["rlreg.error"]
+
+
+def test_attaches_to_mlflow_run_as_parent(env, monkeypatch):
+    client = env["client"]
+    run = client.create_run(client.create_experiment("attached"))
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    out = run_json("a")
+    assert out["parent_run_id"] == run.info.run_id
+    child = client.get_run(out["stages"][0]["run_id"])
+    assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert child.info.experiment_id == run.info.experiment_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
