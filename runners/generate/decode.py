@@ -54,8 +54,7 @@ def decode(
         for _ in range(max_new_tokens):
             logits = []
             for i, model in enumerate(models):
-                out = model(input_ids=step_ids, attention_mask=attention, position_ids=step_pos,
-                            past_key_values=caches[i], use_cache=True, logits_to_keep=1)
+                out = _forward(model, step_ids, attention, step_pos, caches[i])
                 caches[i] = out.past_key_values
                 step_logits = out.logits[:, -1]
                 logits.append(step_logits[:, :vocab_size] if vocab_size else step_logits)
@@ -79,6 +78,14 @@ def decode(
             step_pos = step_pos[:, -1:] + 1
             attention = torch.cat([attention, torch.ones((batch, 1), dtype=attention.dtype, device=device)], dim=-1)
     return DecodeResult(tokens, stopped, diags)
+
+
+def _forward(model: Any, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
+    kwargs = dict(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True)
+    try:  # only the last position's logits: the prompt step would otherwise project every token to V
+        return model(**kwargs, logits_to_keep=1)
+    except TypeError:  # remote-code models without the argument
+        return model(**kwargs)
 
 
 def sample(logp: torch.Tensor, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -58,6 +58,8 @@ class QStarMixer:
         if logits_t is None:  # one model: q* = π_θ whatever α is
             return self._same_model(lth)
         lt = torch.log_softmax(logits_t.float() / self.temperature, dim=-1)
+        lth.clamp_min_(qstar.LOGP_FLOOR)  # once, in place, instead of in every helper
+        lt.clamp_min_(qstar.LOGP_FLOOR)
         extra: dict[str, torch.Tensor] = {}
         start = time.perf_counter()
         if self.method == "fixed":
@@ -72,10 +74,10 @@ class QStarMixer:
             self.stats.max_tail = max(self.stats.max_tail, float(solve.tail_mass.max()))
         self.stats.solve_seconds += time.perf_counter() - start
         self.stats.positions += lth.shape[0]
-        logq = qstar.log_qstar(lth, lt, alpha)
+        logq = qstar.log_qstar(lth, lt, alpha, clamped=True)
         if not self.with_diagnostics:
             return StepOutput(logq, {"alpha": alpha})
-        d = qstar.diagnostics(lth, lt, logq)
+        d = qstar.diagnostics(lth, lt, logq, clamped=True)
         diags = {"alpha": alpha, "ess_theta": d.ess_theta, "ess_t": d.ess_t, "ess_ratio": d.ess_ratio,
                  "kl_theta": d.kl_theta, "kl_t": d.kl_t, **extra}
         return StepOutput(logq, diags)

@@ -38,13 +38,21 @@ TAIL_FLOOR = 1e-6
 
 
 # -- mixture, entropy α, diagnostics -------------------------------------------------------------
-def log_qstar(logp_theta: torch.Tensor, logp_t: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Normalised log q* per row. ``logp_*``: (B, V) log-probs; ``alpha``: (B,) weights on π_t."""
-    lt = logp_t.clamp_min(LOGP_FLOOR)
-    lth = logp_theta.clamp_min(LOGP_FLOOR)
-    a = alpha.to(lth.dtype).unsqueeze(-1)
-    mixed = torch.lerp(lth, lt, a)  # (1−α)·lθ + α·lt in one pass
+def log_qstar(
+    logp_theta: torch.Tensor, logp_t: torch.Tensor, alpha: torch.Tensor, *, clamped: bool = False,
+) -> torch.Tensor:
+    """Normalised log q* per row. ``logp_*``: (B, V) log-probs; ``alpha``: (B,) weights on π_t.
+    ``clamped=True`` skips the −inf guard when the caller already applied :func:`clamp_logp`."""
+    lth = logp_theta if clamped else clamp_logp(logp_theta)
+    lt = logp_t if clamped else clamp_logp(logp_t)
+    mixed = torch.lerp(lth, lt, alpha.to(lth.dtype).unsqueeze(-1))  # (1−α)·lθ + α·lt in one pass
     return mixed - torch.logsumexp(mixed, dim=-1, keepdim=True)
+
+
+def clamp_logp(logp: torch.Tensor) -> torch.Tensor:
+    """Log-probs with −inf (and anything below LOGP_FLOOR) raised to LOGP_FLOOR, as float32+."""
+    lp = logp if logp.dtype in (torch.float32, torch.float64) else logp.float()
+    return lp.clamp_min(LOGP_FLOOR)
 
 
 def entropy_of(logp: torch.Tensor) -> torch.Tensor:
@@ -83,17 +91,20 @@ class TokenDiagnostics:
         return self.ess_theta / self.ess_t.clamp_min(1e-30)
 
 
-def diagnostics(logp_theta: torch.Tensor, logp_t: torch.Tensor, logq: torch.Tensor) -> TokenDiagnostics:
-    """Exact full-vocabulary KLs and ESS of q against both models (float32, log-space ESS)."""
-    lth = logp_theta.float().clamp_min(LOGP_FLOOR)
-    lt = logp_t.float().clamp_min(LOGP_FLOOR)
-    lq = logq.float()
+def diagnostics(
+    logp_theta: torch.Tensor, logp_t: torch.Tensor, logq: torch.Tensor, *, clamped: bool = False,
+) -> TokenDiagnostics:
+    """Exact full-vocabulary KLs and ESS of q against both models (log-space ESS)."""
+    lth = logp_theta if clamped else clamp_logp(logp_theta)
+    lt = logp_t if clamped else clamp_logp(logp_t)
+    lq = logq.to(lth.dtype)
     q = lq.exp()
-    kl_theta = (q * (lq - lth)).sum(-1).clamp_min(0.0)
-    kl_t = (q * (lq - lt)).sum(-1).clamp_min(0.0)
-    # Σ π²/q = exp(logsumexp(2 log π − log q)): stays finite where π²/q overflows float32
-    ess_theta = torch.exp(-torch.logsumexp(2 * lth - lq, dim=-1))
-    ess_t = torch.exp(-torch.logsumexp(2 * lt - lq, dim=-1))
+    d_theta, d_t = lq - lth, lq - lt
+    kl_theta = torch.linalg.vecdot(q, d_theta).clamp_min(0.0)
+    kl_t = torch.linalg.vecdot(q, d_t).clamp_min(0.0)
+    # Σ π²/q = exp(logsumexp(2 log π − log q)) = exp(logsumexp(log π − d)): finite where π²/q overflows
+    ess_theta = torch.exp(-torch.logsumexp(lth - d_theta, dim=-1))
+    ess_t = torch.exp(-torch.logsumexp(lt - d_t, dim=-1))
     return TokenDiagnostics(kl_theta, kl_t, ess_theta, ess_t)
 
 
