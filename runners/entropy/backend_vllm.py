@@ -56,7 +56,7 @@ class VLLMBackend:
             self.llm = LLM(**kwargs, logprobs_mode="processed_logprobs")
             self.renormalise = False
             self.estimator = "vllm_topk_lower_bound"
-        except (TypeError, ValueError):  # vLLM without logprobs_mode: raw logprobs
+        except TypeError:  # vLLM without logprobs_mode (EngineArgs rejects the keyword): raw logprobs
             self.llm = LLM(**kwargs)
             self.renormalise = temperature != 1.0
             self.estimator = "vllm_topk_renormalised" if self.renormalise else "vllm_topk_lower_bound"
@@ -78,9 +78,9 @@ class VLLMBackend:
             SamplingParams(
                 temperature=0.0 if self.greedy else self.temperature, top_p=1.0, top_k=-1, max_tokens=m,
                 stop=[STOP], include_stop_str_in_output=True, stop_token_ids=sorted(self.end_ids),
-                logprobs=self.logprobs, skip_special_tokens=False, seed=self.seed + i,
-            )
-            for i, m in enumerate(max_new_tokens)
+                logprobs=self.logprobs, skip_special_tokens=False,
+            )  # no per-request seed: the engine's seed (LLM(seed=…)) makes the whole run reproducible
+            for m in max_new_tokens
         ]
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
         log_v = math.log(self.vocab_size)
