@@ -216,3 +216,41 @@ def test_think_token_ids_come_from_the_tokenizer():
     assert think_token_ids(Tok({"<think>": [17], "</think>": [18]})) == (17, 18)
     with pytest.raises(ValueError, match="splits '<think>' into 3 tokens.*entropy_scope: response"):
         think_token_ids(Tok({"<think>": [1, 2, 3], "</think>": [18]}))
+
+
+VERL_PYTHON = __import__("pathlib").Path(__file__).resolve().parents[1] / ".venv-verl" / "bin" / "python"
+
+_VERL_CHECK = r"""
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+from runners.common.advantages import grpo
+g = torch.Generator().manual_seed(0)
+out = []
+for norm in (True, False):
+    for trial in range(20):
+        B, T = 12, 9
+        mask = (torch.arange(T)[None] < torch.randint(1, T + 1, (B, 1), generator=g)).float()
+        rewards = torch.zeros(B, T)
+        last = mask.sum(-1).long() - 1
+        rewards[torch.arange(B), last] = torch.randint(0, 3, (B,), generator=g).float() * 0.5
+        index = [f"p{int(i)}" for i in torch.randint(0, 5, (B,), generator=g)]  # includes singletons
+        ours, _, _ = grpo(rewards, mask, index, config={"norm_adv_by_std_in_grpo": norm})
+        theirs, _ = compute_grpo_outcome_advantage(rewards, mask, __import__("numpy").array(index, dtype=object),
+                                                   norm_adv_by_std_in_grpo=norm)
+        out.append(bool(torch.equal(ours, theirs)))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VERL_PYTHON.exists(), reason=".venv-verl is absent (scripts/setup-verl-venv.sh creates it)")
+def test_grpo_is_bit_identical_to_verl():
+    import json
+    import subprocess
+
+    root = str(VERL_PYTHON.parents[2])
+    proc = subprocess.run([str(VERL_PYTHON), "-c", _VERL_CHECK, root], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 40 and all(results)
