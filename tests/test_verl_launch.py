@@ -127,7 +127,7 @@ def test_launch_passes_env_argv_streams_log_and_artifacts(verl_ctx, stand_in, tr
     result = verl_runner.run(ctx.spec.train, ctx)
 
     (rec,) = stand_in.records()
-    config_dir = ctx.out_dir / "verl"
+    config_dir = ctx.work_dir / "verl"
     assert rec["argv"][1:] == ["-m", "verl.trainer.main_ppo", "--config-path", str(config_dir), "--config-name", "rlreg_verl"]
     assert rec["cwd"] == str(ctx.work_dir)
     env = rec["env"]
@@ -141,6 +141,7 @@ def test_launch_passes_env_argv_streams_log_and_artifacts(verl_ctx, stand_in, tr
     body = yaml.safe_load((config_dir / "rlreg_verl.yaml").read_text())
     assert body["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["MLFLOW_RUN_ID"] == tracker.run_id
     assert body["actor_rollout_ref"]["model"]["path"].endswith("my model")
+    assert (result.outputs["verl_config"] / "rlreg_verl.yaml").read_text() == (config_dir / "rlreg_verl.yaml").read_text()
 
     # streamed to the console and to the log artifact
     out = capsys.readouterr().out

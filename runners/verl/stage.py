@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,11 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     python = resolve_verl_python(train.verl.python, ctx.project_root)
     require_verl(python)
     checkpoint_dir = ctx.resolve_path(train.verl.checkpoint_dir) if train.verl.checkpoint_dir else ctx.work_dir / "checkpoints"
-    config_dir = ctx.out_dir / "verl"
+    # in the persistent work dir, so the logged command stays runnable by hand after the stage
+    # (out_dir moves into the store); copied into the outputs at the end
+    config_dir = ctx.work_dir / "verl"
+    if config_dir.exists():
+        shutil.rmtree(config_dir)
     plan = plan_train(
         train,
         ctx.spec,
@@ -130,7 +135,9 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     }
     if resumed_from is not None:
         info["resumed_from_step"] = resumed_from
-    return StageResult(outputs={"checkpoints": pointer, "verl_config": config_dir}, metrics=metrics, info=info)
+    out_config = ctx.out_dir / "verl_config"
+    shutil.copytree(config_dir, out_config)
+    return StageResult(outputs={"checkpoints": pointer, "verl_config": out_config}, metrics=metrics, info=info)
 
 
 def describe_train(train: TrainSpec, spec: Spec) -> str:
@@ -145,13 +152,13 @@ def describe_train(train: TrainSpec, spec: Spec) -> str:
         train_files="<convert.train: train.parquet>",
         val_files="<convert.test: test.parquet>",
         checkpoint_dir=Path(train.verl.checkpoint_dir or "<train work dir>/checkpoints"),
-        config_dir=Path("<train stage dir>/verl"),
+        config_dir=Path("<train work dir>/verl"),
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "<tracking uri>"),
         run_id="<train child run id>",
     )
     lines = ["verl launch (train.backend: verl)", "", "command:", "  " + shlex.join(plan.argv), "", "environment:"]
     lines += [f"  {k}={v}" for k, v in plan.env.items()]
-    lines += ["", f"config file <train stage dir>/verl/{CONFIG_NAME}.yaml:", plan.launch.file_text()]
+    lines += ["", f"config file <train work dir>/verl/{CONFIG_NAME}.yaml:", plan.launch.file_text()]
     if plan.launch.overrides:
         lines += ["overrides (train.verl.verl_overrides):"] + [f"  {o}" for o in plan.launch.overrides] + [""]
     if verl_available(python):
