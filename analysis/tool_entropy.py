@@ -19,9 +19,10 @@ import json
 import math
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -186,7 +187,9 @@ def _run_id(client: Any, ref: str) -> str:
             return client.get_run(ref).info.run_id
         except MlflowException:
             raise UsageError(f"run '{ref}' is not in the store (check --run and MLFLOW_TRACKING_URI)") from None
-    from analysis.runs import latest_parent  # a spec name → its newest finished parent run
+    from analysis.runs import (
+        latest_parent,  # a spec name → its newest finished parent run
+    )
 
     return latest_parent(client, ref).run_id
 

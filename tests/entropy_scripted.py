@@ -5,7 +5,7 @@ tests/test_entropy_*.py files."""
 from __future__ import annotations
 
 import json
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

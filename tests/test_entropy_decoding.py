@@ -50,7 +50,7 @@ def test_rows_with_no_budget_generate_nothing():
 def test_sampling_is_seeded_and_follows_the_scaled_distribution():
     # Uniform logits: every token is equally likely; the same seed gives the same tokens.
     model = ScriptedStepModel([[X] * 50], [[0.0] * 50], vocab_size=len(VOCAB))
-    run = lambda seed: decode_batch(model, [[1]], max_new_tokens=[30], decode=vocab_decode, end_ids=set(),  # noqa: E731
+    run = lambda seed: decode_batch(model, [[1]], max_new_tokens=[30], decode=vocab_decode, end_ids=set(),
                                     stop_strings=(), k=1, generator=torch.Generator().manual_seed(seed))[0]
     a, b, c = run(3), run(3), run(4)
     assert a.token_ids == b.token_ids != c.token_ids

@@ -8,7 +8,11 @@ import pytest
 from entropy_scripted import ScriptedBackend
 
 from registry.errors import InputDataError
-from runners.entropy.conversations import Conversation, RecordedRound, load_conversations
+from runners.entropy.conversations import (
+    Conversation,
+    RecordedRound,
+    load_conversations,
+)
 from runners.entropy.rollout import rollout
 from runners.entropy.tools import ToolAnswerer, load_tools_config
 

@@ -103,7 +103,7 @@ class EntropySpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "EntropySpec":
+    def _consistent(self) -> EntropySpec:
         if self.tool_source == "tools_config" and not self.tools_config:
             raise ValueError(
                 "tool_source 'tools_config' needs `tools_config` (a YAML naming a Python callable "

@@ -20,10 +20,11 @@ import gc
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from registry.context import StageContext, StageResult
 from registry.errors import UsageError
@@ -58,7 +59,7 @@ def run(stage_spec: EntropySpec, ctx: StageContext, backend_factory: Any = None)
                     conversations, backend, answerer, max_rounds=stage_spec.max_rounds,
                     max_prompt_length=stage_spec.max_prompt_length,
                     max_response_length=stage_spec.max_response_length, batch_size=stage_spec.batch_size,
-                    model=ref.label, progress=lambda done, total: bar.update(done - bar.n),
+                    model=ref.label, progress=_advance(bar),
                 )
             finally:
                 bar.close()
@@ -155,11 +156,13 @@ def describe(stage_spec: EntropySpec, spec: Any) -> str:
 
 def make_backend(ref: ModelRef, stage_spec: EntropySpec, ctx: StageContext) -> Backend:
     dtype, device = _dtype_device(stage_spec, ctx)
-    common = dict(k=stage_spec.k, temperature=stage_spec.temperature, greedy=stage_spec.greedy, seed=stage_spec.seed)
+    common = {"k": stage_spec.k, "temperature": stage_spec.temperature, "greedy": stage_spec.greedy,
+              "seed": stage_spec.seed}
     if stage_spec.backend == "vllm":
         from runners.entropy.backend_vllm import VLLMBackend
 
-        return VLLMBackend(str(ref.path), dtype=dtype, logprobs=stage_spec.vllm_logprobs, **common)
+        # vLLM's own "auto" (the checkpoint's dtype) unless the entropy section names one.
+        return VLLMBackend(str(ref.path), dtype=stage_spec.dtype, logprobs=stage_spec.vllm_logprobs, **common)
     from runners.entropy.backend_hf import load_transformers_backend
 
     return load_transformers_backend(str(ref.path), dtype=dtype, device=device, **common)
@@ -237,6 +240,10 @@ def _progress_bar(total: int, label: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"entropy {label}", unit="conv", leave=False)
+
+
+def _advance(bar: Any) -> Callable[[int, int], None]:
+    return lambda done, total: bar.update(done - bar.n)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -16,7 +16,8 @@ limit of full mass). Imported lazily: nothing here runs unless ``entropy.backend
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from registry.errors import MissingExtra
 from runners.entropy.backend_hf import end_token_ids
@@ -48,8 +49,8 @@ class VLLMBackend:
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.k, self.temperature, self.greedy, self.seed, self.logprobs = k, temperature, greedy, seed, logprobs
-        kwargs: dict[str, Any] = dict(model=path, dtype="auto" if dtype == "auto" else dtype, seed=seed,
-                                      max_logprobs=max(logprobs, 20), enable_prefix_caching=True)
+        kwargs: dict[str, Any] = {"model": path, "dtype": dtype, "seed": seed,
+                                  "max_logprobs": max(logprobs, 20), "enable_prefix_caching": True}
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         try:

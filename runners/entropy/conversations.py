@@ -8,9 +8,10 @@ so ``replay`` can answer the model's r-th tool call with the dataset's own r-th 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from registry.errors import InputDataError
 

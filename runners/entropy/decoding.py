@@ -12,8 +12,9 @@ transformers causal LM with a KV cache; tests pass a scripted model with known l
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 
@@ -143,8 +144,8 @@ class HFStepModel:
         return out
 
     def _forward(self, input_ids, mask, positions, past) -> torch.Tensor:
-        kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                      past_key_values=past, use_cache=True)
+        kwargs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions,
+                  "past_key_values": past, "use_cache": True}
         try:  # only the last position's logits: a (B, L, V) prefill tensor can be gigabytes
             out = self.model(**kwargs, logits_to_keep=1)
         except TypeError:  # transformers < 4.50 has no logits_to_keep

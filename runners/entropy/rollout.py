@@ -13,8 +13,9 @@ call it read (name, whether it parsed, where the answer came from).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from runners.entropy.conversations import Conversation
 from runners.entropy.decoding import Generation

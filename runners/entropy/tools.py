@@ -11,9 +11,10 @@ import importlib
 import importlib.util
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from registry.errors import InputDataError
 from runners.entropy.conversations import Conversation
@@ -71,7 +72,7 @@ class ToolAnswerer:
             return f"Error: arguments of '{name}' must be a JSON object, got {type(arguments).__name__}"
         try:
             result = self.tools[name](**arguments)
-        except Exception as exc:  # a tool's failure is the model's feedback, not the stage's
+        except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's feedback, not the stage's
             return f"Error: {name} raised {type(exc).__name__}: {exc}"
         return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
 
