@@ -173,3 +173,17 @@ def test_vllm_backend_against_a_fake_engine(monkeypatch, tiny_model_dir):
     p = seen["params"][0]
     assert p["stop"] == ["</tool_call>"] and p["include_stop_str_in_output"] and p["logprobs"] == 20
     assert (p["top_p"], p["top_k"], p["max_tokens"]) == (1.0, -1, 16) and seen["params"][2]["max_tokens"] == 2
+
+
+def test_a_tokenizer_without_chat_template_is_a_clear_error(tiny):
+    import copy
+
+    from registry.errors import InputDataError
+    from runners.entropy.backend_hf import render_chat
+
+    _, tok = tiny
+    assert render_chat(tok, [{"role": "user", "content": "hi"}], None).endswith("<|im_start|>assistant\n")
+    bare = copy.deepcopy(tok)
+    bare.chat_template = None
+    with pytest.raises(InputDataError, match="no chat template"):
+        render_chat(bare, [{"role": "user", "content": "hi"}], None)

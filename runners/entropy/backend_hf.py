@@ -30,9 +30,7 @@ class TransformersBackend:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def render(self, messages: Sequence[dict], tools: Any) -> str:
-        from runners.modeling import render_prompt
-
-        return render_prompt(self.tokenizer, messages, tools)
+        return render_chat(self.tokenizer, messages, tools)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -49,6 +47,18 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.step_model = None  # type: ignore[assignment]
+
+
+def render_chat(tokenizer: Any, messages: Sequence[dict], tools: Any) -> str:
+    """The prompt for the next assistant turn; a clear error when the tokenizer has no chat template."""
+    from registry.errors import InputDataError
+    from runners.modeling import render_prompt
+
+    if not getattr(tokenizer, "chat_template", None):
+        where = getattr(tokenizer, "name_or_path", "the model's tokenizer")
+        raise InputDataError(f"{where}: the tokenizer has no chat template, so tool conversations cannot be "
+                             "rendered (use an instruct/chat model, or add `chat_template` to tokenizer_config.json)")
+    return render_prompt(tokenizer, messages, tools)
 
 
 def end_token_ids(tokenizer: Any, model: Any = None) -> set[int]:

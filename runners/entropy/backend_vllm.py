@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from registry.errors import MissingExtra
-from runners.entropy.backend_hf import end_token_ids
+from runners.entropy.backend_hf import end_token_ids, render_chat
 from runners.entropy.decoding import Generation
 
 STOP = "</tool_call>"
@@ -65,9 +65,7 @@ class VLLMBackend:
         self.end_ids = end_token_ids(self.tokenizer)
 
     def render(self, messages: Sequence[dict], tools: Any) -> str:
-        from runners.modeling import render_prompt
-
-        return render_prompt(self.tokenizer, messages, tools)
+        return render_chat(self.tokenizer, messages, tools)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
