@@ -65,6 +65,10 @@ _HINTS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# OmegaConf's diagnostic lines after the message: not useful to a spec author
+_NOISE = re.compile(r"^\s*(full_key|object_type|reference_type|value_type|msg)\s*[:=]")
+
+
 def resolve_verl_python(python: str, project_root: Path = PROJECT_ROOT) -> Path:
     """``train.verl.python`` as an absolute path ($VAR/~ expanded, relative = project root).
     A bare command name (``python3``) is looked up on PATH."""
@@ -184,5 +188,6 @@ def spec_error(spec_name: str, error: dict[str, Any], verl_version: str, estimat
     text = f"spec '{spec_name}': {where}: verl {verl_version} rejects the config ({step}): {first}"
     if hint:
         text += f" ({hint})"
-    problems = [text] + [f"  {line}" for line in message.splitlines()[1:6]]
+    details = [line.strip() for line in message.splitlines()[1:] if line.strip() and not _NOISE.match(line)]
+    problems = [text] + [f"  {line}" for line in details[:3]]
     return SpecError(text, problems)
