@@ -80,7 +80,8 @@ def _take_slot(name: str, shape: torch.Size) -> EntropySlot:
         raise RuntimeError(
             f"advantage estimator '{name}' needs per-token entropy, but no trainer patch provided it: "
             "load runners.verl.egpo_plugin through VERL_USE_EXTERNAL_MODULES in the driver process "
-            f"(patched here: {PATCHED or 'nothing'})"
+            f"(patched here: {PATCHED or 'nothing'}), and keep the old-log-prob pass that computes "
+            "the entropy (algorithm.rollout_correction.bypass_mode must be false)"
         )
     if _pending.entropy.shape[0] != shape[0]:
         raise RuntimeError(
@@ -173,7 +174,13 @@ def patch_v1_trainer(module: Any) -> None:
             keys=batch.keys,
             partition_id=batch.partition_id,
             select_fields=["entropy", "responses", "response_mask"],
-        ).to_padded_tensor()
+        )
+        if "entropy" not in data.keys():
+            raise RuntimeError(
+                "EGPO needs the per-token entropy of the old-log-prob pass, which this step skipped "
+                "(algorithm.rollout_correction.bypass_mode=true reuses the rollout log-probs): disable bypass mode"
+            )
+        data = data.to_padded_tensor()
         entropy, responses, mask = data["entropy"], data["responses"], data["response_mask"]
         scope = scope_mask_for(self.config.algorithm, getattr(self, "tokenizer", None), responses, mask)
         with provide_entropy(entropy.float(), scope) as slot:
