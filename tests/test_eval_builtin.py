@@ -126,6 +126,10 @@ def test_stage_logs_repeats_ci_and_predictions(make_ctx, tracker, eval_inputs):
     # expected calls come from the parquet's ground truth
     assert all(isinstance(r["expected"], list) and r["expected"][0]["name"] for r in rows)
 
+    inputs = client.get_run(tracker.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].tags[0].value == "eval"
+    assert client.get_run(tracker.run_id).data.params["eval_set_digest"] == inputs[0].dataset.digest
+
     artifacts = {a.path for a in client.list_artifacts(tracker.run_id, "eval")}
     assert {"eval/predictions.json", "eval/summary.json"} <= artifacts
 

@@ -35,6 +35,29 @@ def load_eval_set(stage_spec: EvalSpec, ctx: StageContext) -> tuple[list[EvalRec
     return records, f"bfcl:{data.category}" if data.category else str(data.questions)
 
 
+def log_eval_set(ctx: StageContext, records: list[EvalRecord], source: str) -> str:
+    """Record the evaluated prompts as this run's MLflow dataset input (context ``eval``), digest =
+    sha256 of the records, so two evals are comparable only when their digests agree."""
+    import hashlib
+    import warnings
+
+    import mlflow.data
+    import pandas as pd
+
+    df = pd.DataFrame([{"prompt_id": r.id, "messages": json.dumps(r.messages, ensure_ascii=False),
+                        "expected": json.dumps(r.ground_truth, ensure_ascii=False), "kind": r.kind}
+                       for r in records])
+    digest = hashlib.sha256(df.to_json(orient="records").encode()).hexdigest()[:32]
+    is_file = Path(source).is_file()
+    name = Path(source).stem if is_file else source
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's source-type ambiguity and schema hints are noise here
+        # a wheel category ("bfcl:simple_python") is no path MLflow can resolve: name it instead
+        dataset = mlflow.data.from_pandas(df, source=source if is_file else None, name=name, digest=digest)
+    ctx.tracker.log_input(dataset, "eval")
+    return digest
+
+
 def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> StageResult:
     from runners.modeling import load_model
     from runners.reward import REWARD_FUNCTIONS
@@ -48,8 +71,9 @@ def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> St
         device=model_spec.device if model_spec else "auto",
         trust_remote_code=bool(model_spec and model_spec.trust_remote_code),
     )
+    digest = log_eval_set(ctx, records, source)
     ctx.tracker.log_params({"model_path": str(model_path), "eval_set": source, "num_records": len(records),
-                            "reward_function": reward_name})
+                            "reward_function": reward_name, "eval_set_digest": digest})
     prompts = prompt_texts(tokenizer, records)
 
     per_repeat: list[dict[str, float]] = []
