@@ -175,7 +175,7 @@ def patch_v1_trainer(module: Any) -> None:
             partition_id=batch.partition_id,
             select_fields=["entropy", "responses", "response_mask"],
         )
-        if "entropy" not in data.keys():
+        if "entropy" not in data.keys():  # noqa: SIM118 - a TensorDict, not a dict
             raise RuntimeError(
                 "EGPO needs the per-token entropy of the old-log-prob pass, which this step skipped "
                 "(algorithm.rollout_correction.bypass_mode=true reuses the rollout log-probs): disable bypass mode"
