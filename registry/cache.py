@@ -8,7 +8,7 @@ import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from registry.hashing import code_version, digest_path, sha256_json
 from registry.stages import STAGES, stage_spec_payload
@@ -23,7 +23,11 @@ TAG_HIT = "rlreg.cache_hit"
 
 
 def stage_key(
-    stage: str, spec: "Spec", input_digests: dict[str, str], project_root: Path | None = None
+    stage: str,
+    spec: "Spec",
+    input_digests: dict[str, str],
+    project_root: Path | None = None,
+    ref_digest: "Callable[[str], str] | None" = None,
 ) -> tuple[str, dict[str, Any]]:
     """The cache key and the payload it hashes (logged with the run for transparency).
 
@@ -34,6 +38,11 @@ def stage_key(
     inputs = dict(input_digests)
     if project_root is not None:
         inputs.update(external_digests(stage, spec, project_root))
+    if ref_digest is not None:
+        # `@spec` references name another spec's output: key on what they point at now, so a
+        # rerun of the referenced spec invalidates this stage.
+        for ref in sorted(spec_refs(getattr(spec, STAGES[stage].section))):
+            inputs[f"ref:{ref}"] = ref_digest(ref)
     payload = {
         "stage": stage,
         "spec": stage_spec_payload(stage, spec),
@@ -41,6 +50,24 @@ def stage_key(
         "code": {module: code_version(module)},
     }
     return sha256_json(payload), payload
+
+
+def spec_refs(section: Any) -> set[str]:
+    """Every ``@spec[:stage.output]`` string in a stage section."""
+    found: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and v.startswith("@"):
+            found.add(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(section.model_dump(mode="json") if section is not None else None)
+    return found
 
 
 def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, str]:

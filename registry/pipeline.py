@@ -185,7 +185,7 @@ class Pipeline:
         return self.force is True or (isinstance(self.force, list) and stage in self.force)
 
     def _run_stage(self, stage, i, n, parent_id, exp_id, inputs, digests) -> StageOutcome:
-        key, payload = cache.stage_key(stage, self.spec, digests, self.root)
+        key, payload = cache.stage_key(stage, self.spec, digests, self.root, self.ref_digest)
         label = f"[{i}/{n}] {stage}"
         hit = None if self._forced(stage) else cache.find_cached(self.client, all_experiment_ids(self.client), key)
         lock = None
@@ -300,6 +300,13 @@ class Pipeline:
     def resolve_ref(self, ref: str) -> Path:
         return resolve_ref(ref, self.root, self.client)
 
+    def ref_digest(self, ref: str) -> str:
+        """Recorded digest of what an ``@spec`` reference points at (for cache keys)."""
+        try:
+            return _find_ref(ref, self.client)[1]
+        except UsageError:
+            return "unresolved"  # the runner reports the missing reference with its own message
+
 
 def resolve_ref(ref: str, root: Path, client: Any | None = None) -> Path:
     """A path (``$VAR``/``~`` expanded, relative to the project root), or ``@spec`` /
@@ -307,11 +314,18 @@ def resolve_ref(ref: str, root: Path, client: Any | None = None) -> Path:
     if not ref.startswith("@"):
         p = Path(os.path.expanduser(os.path.expandvars(ref)))
         return p if p.is_absolute() else root / p
+    return _find_ref(ref, client or ensure_store())[0]
+
+
+def _find_ref(ref: str, client: Any) -> tuple[Path, str]:
     body = ref[1:]
     spec_name, _, target = body.partition(":")
     stage, _, output = (target or "merge.model").partition(".")
     output = output or "model"
-    client = client or ensure_store()
+    from registry.spec import SPEC_NAME_RE
+
+    if not (SPEC_NAME_RE.match(spec_name) and stage.isidentifier() and output.isidentifier()):
+        raise UsageError(f"reference '{ref}': use @<spec> or @<spec>:<stage>.<output> (e.g. @demo-grpo:sft.model)")
     runs = client.search_runs(
         experiment_ids=all_experiment_ids(client),
         filter_string=(f"tags.`rlreg.spec` = '{spec_name}' and tags.`rlreg.stage` = '{stage}' "
@@ -321,7 +335,7 @@ def resolve_ref(ref: str, root: Path, client: Any | None = None) -> Path:
     for run in runs:
         recorded = json.loads(run.data.tags.get(cache.TAG_OUTPUTS, "{}"))
         if output in recorded and Path(recorded[output]["path"]).exists():
-            return Path(recorded[output]["path"])
+            return Path(recorded[output]["path"]), recorded[output]["digest"]
     raise UsageError(
         f"reference '{ref}': no FINISHED '{stage}' stage of spec '{spec_name}' with output '{output}' "
         f"in {tracking_uri()} (run `rlreg run {spec_name}` first)"

@@ -42,8 +42,8 @@ STAGES: dict[str, StageDef] = {
         StageDef("sft", "sft", ("model",), lambda s: "runners.sft", "supervised warm start"),
         StageDef("train", "train", ("model", "reward"), _train_runner, "GRPO/EGPO training"),
         StageDef("merge", "merge", ("train",), _merge_runner, "final policy -> HF model dir + MLflow model"),
-        StageDef("eval", "eval", ("reward",), lambda s: "runners.eval", "tool-call accuracy with repeats"),
-        StageDef("entropy", "entropy", (), lambda s: "runners.entropy", "entropy after tool calls"),
+        StageDef("eval", "eval", ("reward", "model"), lambda s: "runners.eval", "tool-call accuracy with repeats"),
+        StageDef("entropy", "entropy", ("model",), lambda s: "runners.entropy", "entropy after tool calls"),
         StageDef("generate", "generate", ("model",), lambda s: "runners.generate", "q* optimal sampling"),
     ]
 }

@@ -9,7 +9,7 @@ per-repeat scores are roughly normal and stays honest for tiny n.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, float]:

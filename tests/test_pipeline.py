@@ -171,3 +171,24 @@ def test_attaches_to_mlflow_run_as_parent(env, monkeypatch):
     assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
     assert child.info.experiment_id == run.info.experiment_id
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_spec_reference_digest_enters_cache_key():
+    from registry.cache import spec_refs, stage_key
+    from registry.spec import Spec
+
+    spec = Spec.model_validate({"name": "r", "eval": {"model": "@demo-grpo"}, "entropy": {"models": ["@a:sft.model", "x/y"]}})
+    assert spec_refs(spec.entropy) == {"@a:sft.model"}
+    k1, p1 = stage_key("eval", spec, {}, None, lambda ref: "digest-1")
+    k2, _ = stage_key("eval", spec, {}, None, lambda ref: "digest-2")
+    assert k1 != k2 and p1["inputs"] == {"ref:@demo-grpo": "digest-1"}
+
+
+def test_bad_reference_is_a_usage_error(env):
+    from registry.errors import UsageError
+    from registry.pipeline import resolve_ref
+
+    with pytest.raises(UsageError, match="use @<spec>"):
+        resolve_ref("@../x", env["tmp"], env["client"])
+    with pytest.raises(UsageError, match="run `rlreg run nothere` first"):
+        resolve_ref("@nothere", env["tmp"], env["client"])

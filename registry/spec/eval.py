@@ -35,7 +35,7 @@ class BfclDataSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "BfclDataSpec":
+    def _one_source(self) -> BfclDataSpec:
         if (self.questions is None) == (self.category is None):
             raise ValueError("set exactly one of `questions` (a BFCL file) or `category` (read from the wheel)")
         if self.answers is not None and self.questions is None:
@@ -89,7 +89,7 @@ class BfclSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _two_ids(self) -> "BfclSpec":
+    def _two_ids(self) -> BfclSpec:
         if len(self.test_ids) == 1:
             raise ValueError("test_ids needs at least 2 ids: `bfcl evaluate` crashes computing a latency "
                              "std over one record (add a second id)")
@@ -119,7 +119,7 @@ class EvalSpec(SpecModel):
     bfcl: BfclSpec = Field(default_factory=BfclSpec, description="Settings for backend: bfcl.")
 
     @model_validator(mode="after")
-    def _data_matches_backend(self) -> "EvalSpec":
+    def _data_matches_backend(self) -> EvalSpec:
         if self.backend == "bfcl" and self.bfcl_data is not None:
             raise ValueError(
                 "`bfcl_data` feeds the builtin backend; with backend: bfcl the category is bfcl.test_category"

@@ -41,7 +41,7 @@ class AlgorithmSpec(SpecModel):
     loss_agg_mode: Literal["token-mean", "seq-mean-token-mean"] = Field("token-mean", description="Loss aggregation.")
 
     @model_validator(mode="after")
-    def _egpo_keys(self) -> "AlgorithmSpec":
+    def _egpo_keys(self) -> AlgorithmSpec:
         if self.adv_estimator in EGPO_ESTIMATORS:
             if self.egpo_lambda is None:
                 self.egpo_lambda = 0.4
@@ -108,7 +108,7 @@ class TrainSpec(SpecModel):
     verl: VerlSpec = Field(default_factory=VerlSpec, description="verl launch settings (backend: verl).")
 
     @model_validator(mode="after")
-    def _batches_divide(self) -> "TrainSpec":
+    def _batches_divide(self) -> TrainSpec:
         if self.train_batch_size % self.ppo_mini_batch_size:
             raise ValueError(
                 f"train_batch_size ({self.train_batch_size}) must be a multiple of "
