@@ -37,7 +37,12 @@ def prepare(work: Path) -> tuple[Path, Path, Path]:
     import pandas as pd
 
     from registry.spec.model import TinyModelSpec
-    from runners.modeling import build_tiny_model, load_model, render_prompt, render_record_text
+    from runners.modeling import (
+        build_tiny_model,
+        load_model,
+        render_prompt,
+        render_record_text,
+    )
     from runners.synth_data import generate_records
 
     records = list(generate_records(64, seed=0))
@@ -82,7 +87,6 @@ def run_builtin(parquet: Path, model_dir: Path, steps: int, work: Path) -> list[
     (work / "wd").mkdir()
     ctx = StageContext(stage="train", spec=spec, out_dir=work / "out", work_dir=work / "wd",
                        inputs={"convert.train": parquet, "sft.model": model_dir}, tracker=tracker, project_root=ROOT)
-    cpu = []
     import time
 
     # CPU time per step: the loop's own timings are wall-clock, so sample process_time around steps
@@ -156,7 +160,7 @@ print("RESULT " + json.dumps(out))
 def run_trl(python: str, model_dir: Path, jsonl: Path, steps: int, work: Path) -> list[dict] | None:
     header = (f"ROOT={str(ROOT)!r}; JSONL={str(jsonl)!r}; MODEL={str(model_dir)!r}; OUT={str(work / 'trl')!r}; "
               f"PROMPTS={PROMPTS}; N={N}; MAX_NEW={MAX_NEW}; LR={LR}; STEPS={steps}\n")
-    proc = subprocess.run([python, "-c", header + TRL_SCRIPT], capture_output=True, text=True,
+    proc = subprocess.run([python, "-c", header + TRL_SCRIPT], check=False, capture_output=True, text=True,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not lines:

@@ -45,7 +45,12 @@ def write_parquet(path: Path) -> Path:
 def build_warm_model(out_dir: Path, sft_steps: int = 60) -> Path:
     """A tiny Qwen2 whose tokenizer is trained on the task, then supervised on the four answers."""
     from registry.spec.model import TinyModelSpec
-    from runners.modeling import build_tiny_model, load_model, render_prompt, render_record_text
+    from runners.modeling import (
+        build_tiny_model,
+        load_model,
+        render_prompt,
+        render_record_text,
+    )
 
     texts = [
         render_record_text({"messages": p, "ground_truth": answer(t), "tools": None}) for p in prompts() for t in TOOLS

@@ -250,7 +250,7 @@ def test_grpo_is_bit_identical_to_verl():
     import subprocess
 
     root = str(VERL_PYTHON.parents[2])
-    proc = subprocess.run([str(VERL_PYTHON), "-c", _VERL_CHECK, root], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(VERL_PYTHON), "-c", _VERL_CHECK, root], check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == 40 and all(results)

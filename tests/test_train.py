@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
+import _train_task as task
 import pytest
 import torch
 
-import _train_task as task
 from registry.errors import InputDataError
 from runners.train import run
 from runners.train.rollout import RolloutBatch, response_mask_from
@@ -81,7 +81,7 @@ def test_two_steps_log_metrics_checkpoints_and_outputs(warm, make_ctx, tracker):
 
 
 def test_crash_then_rerun_resumes_and_continues_the_curves(warm, make_ctx, tracker, monkeypatch):
-    import runners.train.loop as loop
+    from runners.train import loop
 
     parquet, model_dir = warm
     inputs = {"convert.train": parquet, "sft.model": model_dir}
@@ -204,7 +204,7 @@ def test_generation_in_chunks_equals_one_batch(warm):
     parquet, model_dir = warm
     model, tok = load_model(model_dir, "float32", "cpu")
     prompts = load_prompts(parquet, tok, render_prompt, 64)[0][:3]
-    kwargs = dict(n=2, temperature=1.0, top_p=1.0, max_response_length=28, do_sample=False)
+    kwargs = {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_response_length": 28, "do_sample": False}
     whole = generate_rollouts(model, tok, prompts, **kwargs)
     chunked = generate_rollouts(model, tok, prompts, generation_batch_size=4, **kwargs)
     assert whole.texts == chunked.texts

@@ -46,7 +46,7 @@ print(json.dumps(res))
 @pytest.mark.slow
 @pytest.mark.skipif(not VERL_PYTHON.exists(), reason=".venv-verl is absent (scripts/setup-verl-venv.sh creates it)")
 def test_policy_loss_and_kl_match_verl():
-    proc = subprocess.run([str(VERL_PYTHON), "-c", _CHECK, str(ROOT)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(VERL_PYTHON), "-c", _CHECK, str(ROOT)], check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(res["kl"]) == 30 and all(res["kl"])

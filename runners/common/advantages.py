@@ -18,7 +18,8 @@ bonus (the ``<think>`` span, see :func:`think_span_mask`, or the response mask).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -81,8 +82,8 @@ def _lookup(config: Any, key: str) -> Any:
     if callable(getter):
         try:
             return getter(key)
-        except Exception:  # a typed config whose get() rejects unknown keys
-            pass
+        except (KeyError, AttributeError, TypeError, ValueError):  # a typed config whose get() rejects unknown keys
+            return getattr(config, key, None)
     return getattr(config, key, None)
 
 

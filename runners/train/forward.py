@@ -9,9 +9,8 @@ sampling distribution, and the entropy is that of the same distribution (domain.
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import ContextManager
 
 import torch
 
@@ -26,7 +25,7 @@ class TokenStats:
     """[B, R] entropy of the next-token distribution at each response position (float32)."""
 
 
-def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextManager:
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> AbstractContextManager:
     """Mixed precision for the policy's forward passes (None: plain float32). The old-log-prob
     pass and the update must use the same one, or the PPO ratio starts away from 1."""
     if dtype is None:

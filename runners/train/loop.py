@@ -24,7 +24,13 @@ from registry.spec.train import TrainSpec
 from runners.common.advantages import get_estimator, think_span_mask, think_token_ids
 from runners.modeling import load_model, pick_device, render_prompt, resolve_base_model
 from runners.reward import REWARD_FUNCTIONS
-from runners.train.checkpoint import latest_checkpoint, link_tree, load_trainer_state, save_checkpoint, step_dir
+from runners.train.checkpoint import (
+    latest_checkpoint,
+    link_tree,
+    load_trainer_state,
+    save_checkpoint,
+    step_dir,
+)
 from runners.train.forward import autocast, batched_token_stats
 from runners.train.loss import agg_loss
 from runners.train.metrics import ENTROPY_KEY, MetricsHistory, masked_stats

@@ -7,9 +7,10 @@ A row: ``prompt`` (list of ``{role, content}``), ``reward_model.ground_truth``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from registry.errors import InputDataError
 

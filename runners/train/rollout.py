@@ -9,8 +9,9 @@ the response tokens up to and including the first EOS. A response without EOS is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 

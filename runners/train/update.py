@@ -25,7 +25,7 @@ class UpdateBatch:
     old_log_prob: torch.Tensor
     ref_log_prob: torch.Tensor | None
 
-    def rows(self, index: slice) -> "UpdateBatch":
+    def rows(self, index: slice) -> UpdateBatch:
         return UpdateBatch(
             self.input_ids[index], self.attention_mask[index], self.response_mask[index],
             self.advantages[index], self.old_log_prob[index],
