@@ -9,3 +9,6 @@ mkdir -p .cache
 if ! ls .cache/bfcl/bfcl_eval-*.whl >/dev/null 2>&1; then
   .venv/bin/python -m pip download -q --no-deps -d .cache/bfcl bfcl-eval || echo "warning: could not download bfcl-eval wheel"
 fi
+# verl in its own venv (its transformers/numpy pins clash with .venv's, and its wheel installs
+# top-level `tests`/`scripts` packages): ~200 s and 2.3 GB the first time, a no-op afterwards.
+bash scripts/setup-verl-venv.sh || echo "warning: .venv-verl unavailable; tests/test_verl_venv.py will skip"
