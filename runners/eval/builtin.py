@@ -16,7 +16,7 @@ from typing import Any
 from registry.context import StageContext, StageResult
 from registry.spec.eval import EvalSpec
 from runners.eval import bfcl_data
-from runners.eval.generation import generate, prompt_texts
+from runners.eval.generation import cpu_threads_for, generate, prompt_texts
 from runners.eval.records import EvalRecord, load_convert_split
 from runners.eval.scoring import score_sample
 from runners.eval.summary import aggregate, summary_table
@@ -83,11 +83,12 @@ def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> St
     for r in range(stage_spec.repeats):
         seed = stage_spec.seed + r
         if greedy_cache is None or stage_spec.do_sample:
-            generations = generate(
-                model, tokenizer, prompts, batch_size=stage_spec.batch_size, do_sample=stage_spec.do_sample,
-                temperature=stage_spec.temperature, top_p=stage_spec.top_p,
-                max_new_tokens=stage_spec.max_new_tokens, max_prompt_length=stage_spec.max_prompt_length, seed=seed,
-            )
+            with cpu_threads_for(model):
+                generations = generate(
+                    model, tokenizer, prompts, batch_size=stage_spec.batch_size, do_sample=stage_spec.do_sample,
+                    temperature=stage_spec.temperature, top_p=stage_spec.top_p, max_new_tokens=stage_spec.max_new_tokens,
+                    max_prompt_length=stage_spec.max_prompt_length, seed=seed,
+                )
             greedy_cache = generations
         else:
             generations = greedy_cache  # greedy decoding: every repeat would produce the same text
