@@ -176,3 +176,20 @@ def test_spec_rules():
         Spec.model_validate({"name": "x", "eval": {"backend": "bfcl", "bfcl": {"test_ids": ["multi_turn_base_0"]}}})
     with pytest.raises(Exception, match="bfcl.test_ids"):
         Spec.model_validate({"name": "x", "eval": {"backend": "bfcl", "max_samples": 5}})
+
+
+def test_small_model_decodes_single_threaded_then_restores(eval_inputs):
+    import torch
+
+    from runners.eval.generation import cpu_threads_for
+    from runners.modeling import load_model
+
+    model, _ = load_model(eval_inputs["sft.model"], "float32", "cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu_threads_for(model):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
