@@ -11,5 +11,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,serve]"
 .venv/bin/python -c "import torch, mlflow, transformers; print(f'setup ok: torch {torch.__version__}, mlflow {mlflow.__version__}, transformers {transformers.__version__}')"

@@ -7,8 +7,12 @@ mkdir -p .cache
 # Real BFCL records for the matcher tests: read straight from the bfcl-eval wheel, never installed
 # into .venv (it pins numpy 1.26).
 if ! ls .cache/bfcl/bfcl_eval-*.whl >/dev/null 2>&1; then
-  .venv/bin/python -m pip download -q --no-deps -d .cache/bfcl bfcl-eval || echo "warning: could not download bfcl-eval wheel"
+  # the version the matcher was ported from (runners/eval/bfcl_match.py)
+  .venv/bin/python -m pip download -q --no-deps -d .cache/bfcl "bfcl-eval==2026.3.23" || echo "warning: could not download bfcl-eval wheel"
 fi
 # verl in its own venv (its transformers/numpy pins clash with .venv's, and its wheel installs
 # top-level `tests`/`scripts` packages): ~200 s and 2.3 GB the first time, a no-op afterwards.
 bash scripts/setup-verl-venv.sh || echo "warning: .venv-verl unavailable; tests/test_verl_venv.py will skip"
+# BFCL's own CLI in its own venv (it pins numpy 1.26) for the end-to-end BFCL test against
+# `transformers serve`; --light skips sentence-transformers/faiss (they would pull CUDA torch).
+[ -x .venv-bfcl/bin/bfcl ] || bash scripts/setup-bfcl-venv.sh --light || echo "warning: no .venv-bfcl; the BFCL end-to-end test will skip"
