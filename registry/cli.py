@@ -251,11 +251,25 @@ def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool
     with quiet:
         summary = Pipeline(loaded, stages=only, force=force, echo=echo).run()
     echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
-    for s in summary.stages:
-        for k, v in s.metrics.items():
-            echo(f"  {k} = {v:.6g}")
+    for line in _headline_lines({k: v for s in summary.stages for k, v in s.metrics.items()}):
+        echo(f"  {line}")
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
+
+
+def _headline_lines(metrics: dict[str, float]) -> list[str]:
+    """`eval/accuracy = 0.55 [0.41, 0.69] 95% CI` instead of four lines per repeated metric."""
+    lines = []
+    for key, value in metrics.items():
+        if key.endswith(("_std", "_ci95_low", "_ci95_high")):
+            continue
+        base = key[: -len("_mean")] if key.endswith("_mean") else None
+        low, high = (metrics.get(f"{base}_ci95_low"), metrics.get(f"{base}_ci95_high")) if base else (None, None)
+        if low is not None and high is not None:
+            lines.append(f"{base} = {value:.4g} [{low:.4g}, {high:.4g}] 95% CI")
+        else:
+            lines.append(f"{key} = {value:.6g}")
+    return lines
 
 
 def _fail_attached_run(exc: RlregError) -> None:
