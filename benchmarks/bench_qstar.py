@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runners.generate import qstar  # noqa: E402
-from runners.generate.decode import decode  # noqa: E402
+from runners.generate.decode import decode, tune_cpu_malloc  # noqa: E402
 from runners.generate.mixer import QStarMixer, ThetaOnlyMixer  # noqa: E402
 
 
@@ -208,8 +208,11 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32_000)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--loop-repeats", type=int, default=5)
+    ap.add_argument("--default-malloc", action="store_true", help="skip the stage's mallopt tuning")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.default_malloc:
+        print(f"glibc malloc tuned (as the generate stage does on CPU): {tune_cpu_malloc()}")
     if args.part in ("solve", "all"):
         part_solve(64, args.vocab, args.repeats)
     if args.part in ("loop", "all"):

@@ -191,3 +191,15 @@ def test_sampling_respects_top_k_and_top_p():
     assert set(sample(logp, top_p=0.8, generator=g).tolist()) == {0, 1}
     assert set(sample(logp, top_p=0.5, generator=g).tolist()) == {0}
     assert len(set(sample(logp, generator=g).tolist())) >= 3
+
+
+def test_fused_mix_matches_the_reference_diagnostics():
+    lth, lt = _peaked_pair(5, 3000, seed=7)
+    lth[0, :10] = float("-inf")  # a forbidden token survives the clamp
+    lth, lt = qstar.clamp_logp(torch.log_softmax(lth, -1)), qstar.clamp_logp(lt)
+    alpha = torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0])
+    logq, fused = qstar.mix_with_diagnostics(lth, lt, alpha)
+    ref = qstar.diagnostics(lth, lt, qstar.log_qstar(lth, lt, alpha))
+    torch.testing.assert_close(logq, qstar.log_qstar(lth, lt, alpha), atol=1e-4, rtol=0)
+    for name in ("kl_theta", "kl_t", "ess_theta", "ess_t"):
+        torch.testing.assert_close(getattr(fused, name), getattr(ref, name), atol=1e-4, rtol=1e-4)

@@ -27,7 +27,7 @@ from registry.context import StageContext, StageResult
 from registry.errors import UsageError
 from registry.spec.generate import GenerateSpec
 from runners.generate.datasets import PromptRecord, load_records, to_prompt_records
-from runners.generate.decode import decode
+from runners.generate.decode import decode, tune_cpu_malloc
 from runners.generate.mixer import DIAGNOSTIC_NAMES, QStarMixer
 from runners.generate.models import ModelPair, load_pair
 from runners.generate.report import log_run_summary, sample_summary
@@ -53,6 +53,8 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
     resumed = len(writer.done & set(range(start, end)))
 
     pair = load_pair(spec, ctx)
+    if next(pair.theta.parameters()).device.type == "cpu":
+        tune_cpu_malloc()
     mixer = QStarMixer(
         spec.alpha_method, fixed_alpha=spec.fixed_alpha, tol=spec.alpha_tol, temperature=spec.temperature,
         support_eps=spec.alpha_support_eps, max_tail=spec.alpha_max_tail,

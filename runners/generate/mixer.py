@@ -74,10 +74,9 @@ class QStarMixer:
             self.stats.max_tail = max(self.stats.max_tail, float(solve.tail_mass.max()))
         self.stats.solve_seconds += time.perf_counter() - start
         self.stats.positions += lth.shape[0]
-        logq = qstar.log_qstar(lth, lt, alpha, clamped=True)
         if not self.with_diagnostics:
-            return StepOutput(logq, {"alpha": alpha})
-        d = qstar.diagnostics(lth, lt, logq, clamped=True)
+            return StepOutput(qstar.log_qstar(lth, lt, alpha, clamped=True), {"alpha": alpha})
+        logq, d = qstar.mix_with_diagnostics(lth, lt, alpha)
         diags = {"alpha": alpha, "ess_theta": d.ess_theta, "ess_t": d.ess_t, "ess_ratio": d.ess_ratio,
                  "kl_theta": d.kl_theta, "kl_t": d.kl_t, **extra}
         return StepOutput(logq, diags)

@@ -57,8 +57,8 @@ def clamp_logp(logp: torch.Tensor) -> torch.Tensor:
 
 def entropy_of(logp: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) per row of normalised log-probs."""
-    lp = logp.clamp_min(LOGP_FLOOR)
-    return -(lp.exp() * lp).sum(-1)
+    lp = clamp_logp(logp)
+    return -torch.linalg.vecdot(lp.exp(), lp)
 
 
 def alpha_entropy(logp_theta: torch.Tensor, logp_t: torch.Tensor) -> torch.Tensor:
@@ -106,6 +106,30 @@ def diagnostics(
     ess_theta = torch.exp(-torch.logsumexp(lth - d_theta, dim=-1))
     ess_t = torch.exp(-torch.logsumexp(lt - d_t, dim=-1))
     return TokenDiagnostics(kl_theta, kl_t, ess_theta, ess_t)
+
+
+def mix_with_diagnostics(
+    lth: torch.Tensor, lt: torch.Tensor, alpha: torch.Tensor,
+) -> tuple[torch.Tensor, TokenDiagnostics]:
+    """log q* and its exact diagnostics in few passes over V (the decoding loop's hot path).
+
+    With ℓ = lt − lθ, m = lθ + αℓ and L = logsumexp(m): log q = m − L, so
+    KL(q‖π_θ) = α·E_q[ℓ] − L, KL(q‖π_t) = −(1−α)·E_q[ℓ] − L, and
+    Σ π_θ²/q = exp(L + logsumexp(lθ − αℓ)), Σ π_t²/q = exp(L + logsumexp(lt + (1−α)ℓ)).
+    Inputs must be clamped log-probs (:func:`clamp_logp`). Same values as :func:`diagnostics`.
+    """
+    a = alpha.to(lth.dtype).unsqueeze(-1)
+    ell = lt - lth
+    mixed = torch.addcmul(lth, a, ell)
+    lse = torch.logsumexp(mixed, dim=-1, keepdim=True)
+    logq = mixed - lse
+    mean_ell = torch.linalg.vecdot(logq.exp(), ell)
+    a, lse = a.squeeze(-1), lse.squeeze(-1)
+    kl_theta = (a * mean_ell - lse).clamp_min(0.0)
+    kl_t = (-(1 - a) * mean_ell - lse).clamp_min(0.0)
+    ess_theta = torch.exp(-lse - torch.logsumexp(torch.addcmul(lth, -a.unsqueeze(-1), ell), dim=-1))
+    ess_t = torch.exp(-lse - torch.logsumexp(torch.addcmul(lt, (1 - a).unsqueeze(-1), ell), dim=-1))
+    return logq, TokenDiagnostics(kl_theta, kl_t, ess_theta, ess_t)
 
 
 # -- the safeguarded Newton iteration, shared by both solvers -------------------------------------
