@@ -22,7 +22,6 @@ Part 2 — the same two tiny Qwen2 models (V = 32k), the same prompts and length
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -33,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runners.generate import qstar  # noqa: E402
-from runners.generate.decode import decode, tune_cpu_malloc  # noqa: E402
-from runners.generate.mixer import QStarMixer, ThetaOnlyMixer  # noqa: E402
+from runners.generate import qstar
+from runners.generate.decode import decode, tune_cpu_malloc
+from runners.generate.mixer import QStarMixer, ThetaOnlyMixer
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -112,11 +111,11 @@ def part_solve(batch: int, vocab: int, repeats: int) -> None:
         ref = reference(lth, lt)
         ent = float(qstar.entropy_of(lth).mean())
         rows = [
-            ("bisect-loop (20 steps, per position)", lambda: bisect_loop(lth, lt), max(2, repeats // 5)),
-            ("newton-full (batched, float32)", lambda: qstar.solve_alpha_full(lth, lt, 1e-6, dtype=torch.float32)[0], repeats),
+            ("bisect-loop (20 steps, per position)", lambda a=lth, b=lt: bisect_loop(a, b), max(2, repeats // 5)),
+            ("newton-full (batched, float32)", lambda a=lth, b=lt: qstar.solve_alpha_full(a, b, 1e-6, dtype=torch.float32)[0], repeats),
         ]
         for eps in (1e-4, 1e-5, 1e-6):
-            rows.append((f"compact ε={eps:g}", (lambda e=eps: qstar.solve_alpha(lth, lt, 1e-6, support_eps=e)), repeats))
+            rows.append((f"compact ε={eps:g}", (lambda e=eps, a=lth, b=lt: qstar.solve_alpha(a, b, 1e-6, support_eps=e)), repeats))
         for name, fn, reps in rows:
             med, best, res = timeit(fn, reps)
             extra = ("", "", "")
@@ -220,5 +219,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    math.isfinite(0.0)
     main()

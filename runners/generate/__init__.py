@@ -66,13 +66,12 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
     ctx.tracker.set_tags({"rlreg.generate.resumed_samples": resumed})
 
     token_values: dict[str, list[float]] = {name: [] for name in DIAGNOSTIC_NAMES}
-    started, new_tokens, batches = time.monotonic(), 0, 0
-    for offset in range(0, len(todo), spec.batch_size):
+    started, new_tokens = time.monotonic(), 0
+    for batches, offset in enumerate(range(0, len(todo), spec.batch_size), 1):
         batch = todo[offset : offset + spec.batch_size]
         records, diags, n_tokens = _generate_batch(batch, pair, mixer, spec)
         writer.write_batch(records, diags)
         new_tokens += n_tokens
-        batches += 1
         for d in diags:
             for name in DIAGNOSTIC_NAMES:
                 token_values[name].extend(d.get("tokens", {}).get(name, []))

@@ -11,6 +11,7 @@ PROMPT_FIELDS; reference response from RESPONSE_FIELDS, a final assistant messag
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 
         try:
             frame = pd.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        except Exception as exc:
             raise InputDataError(f"{path}: cannot read parquet ({exc})") from exc
         return [_json_safe(r) for r in frame.to_dict(orient="records")]
     text = path.read_text(encoding="utf-8")
@@ -165,6 +166,6 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and value != value:  # NaN from a missing parquet cell
+    if isinstance(value, float) and math.isnan(value):  # a missing parquet cell
         return None
     return value

@@ -8,8 +8,9 @@ when every row has.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -101,7 +102,7 @@ def tune_cpu_malloc() -> bool:
 
 
 def _forward(model: Any, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
-    kwargs = dict(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True)
+    kwargs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "past_key_values": cache, "use_cache": True}
     try:  # only the last position's logits: the prompt step would otherwise project every token to V
         return model(**kwargs, logits_to_keep=1)
     except TypeError:  # remote-code models without the argument
