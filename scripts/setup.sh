@@ -9,7 +9,8 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev,serve]"
+# pip's per-package notes about this machine's local index mirrors are noise, not errors.
+quiet_pip() { .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+quiet_pip "torch==2.13.0"
+quiet_pip -e ".[dev,serve]"
 .venv/bin/python -c "import torch, mlflow, transformers; print(f'setup ok: torch {torch.__version__}, mlflow {mlflow.__version__}, transformers {transformers.__version__}')"
