@@ -97,7 +97,7 @@ class GenerateSpec(SpecModel):
     log_examples: int = Field(5, ge=0, description="Generated samples logged to MLflow as a table.")
 
     @model_validator(mode="after")
-    def _perturb_needs_no_target(self) -> "GenerateSpec":
+    def _perturb_needs_no_target(self) -> GenerateSpec:
         if self.perturb_target is not None and self.model_t is not None:
             raise ValueError(
                 "set either `model_t` (a second model) or `perturb_target` (derive π_t from π_θ), not both"
