@@ -36,9 +36,11 @@ class RlregGroup(click.Group):
             try:
                 return getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError) as exc:
+                reason = str(exc)  # `exc` is unbound after the except block; keep the text
+
                 @click.command(name=name, help=LAZY_COMMANDS[name][1])
                 def unavailable():
-                    raise click.ClickException(f"'{name}' is unavailable in this checkout ({exc})")
+                    raise click.ClickException(f"'{name}' is unavailable in this checkout ({reason})")
 
                 return unavailable
         return super().get_command(ctx, name)
@@ -183,7 +185,8 @@ def schema(output: Path | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True)
 def diff(a: str, b: str, show_all: bool, fmt: str) -> None:
     """Key-aware diff of two resolved specs (spec names, .yaml paths or MLflow run ids)."""
-    from registry.diff import diff_specs, fmt as fmt_value
+    from registry.diff import diff_specs
+    from registry.diff import fmt as fmt_value
     from registry.specref import resolved_spec_dict
 
     left, right = resolved_spec_dict(a), resolved_spec_dict(b)

@@ -6,7 +6,7 @@ import ast
 import hashlib
 import importlib.util
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def spec_hash(spec_dump: dict[str, Any]) -> str:
     return sha256_json(spec_dump)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_version(module_name: str) -> str:
     """Hash of a runner's source: its module (whole package if it is one) and, transitively,
     every ``runners.*`` module it imports (found by parsing, not importing)."""

@@ -3,9 +3,9 @@ the project's dependencies (domain.md §7: with no environment section MLflow bu
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

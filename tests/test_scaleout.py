@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
 from _servers import MlflowServer, Postgres, pg_bin
 
 SPEC = """\

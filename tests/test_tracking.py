@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 
 from registry.flatten import MAX_PARAM_CHARS, flatten, param_items
