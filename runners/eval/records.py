@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from registry.errors import InputDataError
+from runners.common.verl_parquet import read_verl_parquet
 
 
 @dataclass
@@ -29,18 +30,9 @@ class EvalRecord:
 
 def load_convert_split(path: Path, limit: int | None = None) -> list[EvalRecord]:
     """Records of the convert stage's ``test.parquet`` (verl columns; tools in ``extra_info.tools``)."""
-    import pandas as pd
-
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a broken file
-        raise InputDataError(f"{path}: cannot be read as parquet ({exc}); rerun the convert stage") from exc
-    missing = [c for c in ("prompt", "reward_model") if c not in df.columns]
-    if missing:
-        raise InputDataError(f"{path}: missing column(s) {missing}; expected the convert stage's verl columns "
-                             "(prompt, reward_model, extra_info)")
+    df = read_verl_parquet(path, "the eval stage", limit)
     records: list[EvalRecord] = []
-    for row_no, row in enumerate(df.head(limit).itertuples(index=False) if limit else df.itertuples(index=False)):
+    for row_no, row in enumerate(df.itertuples(index=False)):
         where = f"{path}: row {row_no}"
         prompt = [dict(m) for m in row.prompt]
         reward_model = row.reward_model if isinstance(row.reward_model, dict) else {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError
+from runners.common.verl_parquet import read_verl_parquet
 
 
 @dataclass
@@ -39,18 +40,7 @@ def load_prompts(
     path: Path, tokenizer: Any, render: Callable[[Any, list, Any], str], max_prompt_length: int
 ) -> tuple[list[Prompt], int]:
     """(prompts that fit, number filtered for length)."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several kinds for a bad file
-        raise InputDataError(f"{path}: not a readable parquet file ({exc}); rerun the convert stage") from exc
-    missing = [c for c in ("prompt", "reward_model") if c not in frame.columns]
-    if missing:
-        raise InputDataError(
-            f"{path}: missing column(s) {missing} (the train stage reads verl's parquet layout: "
-            "prompt, reward_model.ground_truth, extra_info.tools; produce it with the convert stage)"
-        )
+    frame = read_verl_parquet(path, "the train stage")
     prompts: list[Prompt] = []
     filtered = 0
     for i, row in enumerate(frame.to_dict("records")):
