@@ -182,3 +182,18 @@ def test_bad_parquet_names_the_file(tmp_path):
     spec = ModelSpec(tiny=TinyModelSpec(vocab_size=300))
     with pytest.raises(InputDataError, match=r"bad\.parquet: missing column"):
         resolve_base_model(spec, train_parquet=bad, cache_dir=tmp_path, resolve_path=Path)
+
+
+def test_cpu_threads_applies_only_when_set():
+    import torch
+
+    from runners.modeling import apply_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        apply_cpu_threads(ModelSpec(path="x", device="cpu"))
+        assert torch.get_num_threads() == before
+        apply_cpu_threads(ModelSpec(path="x", device="cpu", cpu_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

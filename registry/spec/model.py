@@ -49,6 +49,12 @@ class ModelSpec(SpecModel):
     dtype: Dtype = Field("float32", description="Parameter dtype for training/inference.")
     device: Device = Field("auto", description="`auto` = cuda when available, else cpu.")
     trust_remote_code: bool = Field(False, description="Passed to transformers when loading `path`.")
+    cpu_threads: int | None = Field(
+        None, ge=1,
+        description="torch intra-op threads when running on CPU (null = torch's default). A tiny "
+        "model's matrices are too small to split: on a shared 2-core box 1 thread ran SFT ~3x "
+        "faster than 2 (docs/models.md).",
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> "ModelSpec":

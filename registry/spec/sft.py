@@ -16,8 +16,8 @@ class SFTSpec(SpecModel):
     rendered with the model's chat template. Defaults warm-start the CPU demo's tiny model
     (docs/models.md has the measured format and reward rates)."""
 
-    max_steps: int = Field(300, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(32, ge=1, description="Sequences per micro-batch.")
+    max_steps: int = Field(600, ge=1, description="Optimizer steps (for a tiny model, the number of updates matters more than the batch size).")
+    batch_size: int = Field(8, ge=1, description="Sequences per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x grad_accum).")
     lr: float = Field(3e-3, gt=0, description="Peak learning rate (3e-3 suits a tiny model from scratch; ~1e-5 for a real one).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -32,10 +32,10 @@ class SFTSpec(SpecModel):
     group_by_length: bool = Field(
         True, description="Batch examples of similar length together (less padding, same data per epoch)."
     )
-    eval_every: int = Field(50, ge=1, description="Evaluate test loss every N steps (and at the end).")
+    eval_every: int = Field(100, ge=1, description="Evaluate test loss every N steps (and at the end).")
     eval_samples: int = Field(64, ge=1, description="Test records used for the eval loss.")
     format_samples: int = Field(32, ge=0, description="Test prompts answered greedily at the end to measure sft/format_rate and sft/reward_rate (0: skip).")
-    save_every: int = Field(100, ge=1, description="Checkpoint every N steps into the stage's work dir; a rerun resumes from the newest.")
+    save_every: int = Field(200, ge=1, description="Checkpoint every N steps into the stage's work dir; a rerun resumes from the newest.")
     seed: int = Field(0, description="Data order and dropout seed.")
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from runners.modeling.builder import (
 )
 from runners.modeling.chat_template import CHAT_TEMPLATE, render_conversation, render_prompt, render_text
 from runners.modeling.loading import (
+    apply_cpu_threads,
     iter_parquet_records,
     load_model,
     pick_device,
@@ -45,6 +46,7 @@ __all__ = [
     "TOOL_CALL_START",
     "TOOL_RESPONSE_END",
     "TOOL_RESPONSE_START",
+    "apply_cpu_threads",
     "build_tiny_model",
     "iter_parquet_records",
     "load_model",

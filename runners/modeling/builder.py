@@ -91,7 +91,7 @@ def tiny_config(spec: TinyModelSpec, tokenizer):
     return cls(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size or 4 * spec.hidden_size,
+        intermediate_size=spec.intermediate_size or 2 * spec.hidden_size,
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads or spec.num_heads,

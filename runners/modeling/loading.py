@@ -27,6 +27,14 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def apply_cpu_threads(model_spec: ModelSpec | None) -> None:
+    """``torch.set_num_threads(model.cpu_threads)`` when set and the model runs on CPU."""
+    import torch
+
+    if model_spec is not None and model_spec.cpu_threads and pick_device(model_spec.device) == "cpu":
+        torch.set_num_threads(model_spec.cpu_threads)
+
+
 def load_model(
     path: str | Path, dtype: str = "float32", device: str = "auto", *, trust_remote_code: bool = False
 ) -> tuple[Any, Any]:

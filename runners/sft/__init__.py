@@ -22,7 +22,7 @@ import torch
 
 from registry.context import StageContext, StageResult
 from registry.spec.sft import SFTSpec
-from runners.modeling import load_model, resolve_base_model
+from runners.modeling import apply_cpu_threads, load_model, resolve_base_model
 from runners.reward import REWARD_FUNCTIONS
 from runners.sft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from runners.sft.data import BatchPlan, Example, collate, load_examples
@@ -88,6 +88,7 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
         raise UsageError("the sft stage needs a `model` section (path or tiny)")
     train_parquet = ctx.input("convert.train")
     test_parquet = ctx.inputs.get("convert.test")
+    apply_cpu_threads(model_spec)
     base = resolve_base_model(model_spec, train_parquet=train_parquet, cache_dir=ctx.work_dir / "base", resolve_path=ctx.resolve_path)
 
     # Train in float32 (AdamW on bf16 weights loses small updates); bf16/fp16 via autocast on CUDA.
