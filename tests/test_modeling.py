@@ -197,3 +197,14 @@ def test_cpu_threads_applies_only_when_set():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_bad_tools_json_names_the_row(tmp_path):
+    records = list(generate_records(2, seed=0))
+    parquet = write_verl_parquet(records, tmp_path / "train.parquet")
+    frame = pd.read_parquet(parquet)
+    frame.at[1, "extra_info"] = {**frame.at[1, "extra_info"], "tools": "[{not json"}
+    frame.to_parquet(parquet)
+    with pytest.raises(InputDataError, match=r"train\.parquet: row 1: extra_info\.tools is not a JSON list"):
+        resolve_base_model(ModelSpec(tiny=TinyModelSpec(vocab_size=300)), train_parquet=parquet,
+                           cache_dir=tmp_path, resolve_path=Path)

@@ -72,18 +72,9 @@ def validate_model_dir(path: Path) -> Path:
 def iter_parquet_records(parquet: Path) -> Iterator[dict]:
     """Rows of a convert-stage parquet as dicts with ``messages`` (prompt), ``ground_truth`` and
     ``tools`` (a list or None). Raises InputDataError naming the file and row on a bad row."""
-    import pandas as pd
+    from runners.common.verl_parquet import read_verl_parquet
 
-    try:
-        frame = pd.read_parquet(parquet)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
-        raise InputDataError(f"{parquet}: cannot read parquet ({exc}); rerun the convert stage") from exc
-    missing = {"prompt", "reward_model"} - set(frame.columns)
-    if missing:
-        raise InputDataError(
-            f"{parquet}: missing column(s) {sorted(missing)}; expected the convert stage's columns "
-            "(data_source, prompt, ability, reward_model, extra_info)"
-        )
+    frame = read_verl_parquet(parquet, "the sft stage / tiny-model tokenizer")
     for index, row in enumerate(frame.itertuples(index=False)):
         reward_model = row.reward_model if isinstance(row.reward_model, dict) else {}
         ground_truth = reward_model.get("ground_truth")
