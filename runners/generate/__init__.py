@@ -38,6 +38,9 @@ DIAGNOSTICS_FILE = "generated.diagnostics.jsonl"
 
 
 def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
+    from runners.modeling import apply_cpu_threads
+
+    apply_cpu_threads(ctx.spec.model)  # model.cpu_threads (tiny models: 1 thread is faster)
     spec = stage_spec
     dataset_path = _dataset_path(spec, ctx)
     prompts = to_prompt_records(

@@ -20,8 +20,10 @@ from registry.spec.train import TrainSpec
 
 
 def run(stage_spec: TrainSpec, ctx: StageContext) -> StageResult:
+    from runners.modeling import apply_cpu_threads
     from runners.train.loop import train
 
+    apply_cpu_threads(ctx.spec.model)  # model.cpu_threads: tiny models decode faster on 1 thread
     return train(stage_spec, ctx)
 
 
