@@ -102,6 +102,8 @@ class Pipeline:
         self.store_root = stage_store_root(self.root)
         self.uri = tracking_uri()
         self.client: Any = None
+        self._open_children: set[str] = set()
+        """Stage runs started and not yet terminated: an interrupt anywhere marks them KILLED."""
 
     # -- public ---------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -132,8 +134,9 @@ class Pipeline:
             self.client.set_terminated(parent_id, "FINISHED")
         except (KeyboardInterrupt, Terminated):
             summary.status = "KILLED"
-            self.client.set_tag(parent_id, "rlreg.note", "interrupted (SIGINT/SIGTERM)")
-            self.client.set_terminated(parent_id, "KILLED")
+            for run_id in [*self._open_children, parent_id]:
+                self.client.set_tag(run_id, "rlreg.note", "interrupted (SIGINT/SIGTERM)")
+                self.client.set_terminated(run_id, "KILLED")
             raise
         except BaseException:
             summary.status = "FAILED"
@@ -230,6 +233,7 @@ class Pipeline:
 
             tags.update(reward_tags(self.spec))
         run = self.client.create_run(exp_id, tags=tags)
+        self._open_children.add(run.info.run_id)
         tracker = Tracker(self.client, run.info.run_id)
         tracker.log_params(stage_spec_payload(stage, self.spec))
         tracker.log_dict(payload, "cache_key_payload.json")
@@ -241,7 +245,7 @@ class Pipeline:
                           cache.TAG_HEADLINE: json.dumps(hit.metrics)})
         tracker.log_metrics(hit.metrics)
         tracker.flush()
-        self.client.set_terminated(child_id, "FINISHED")
+        self._terminate(child_id, "FINISHED")
         return StageOutcome(stage, child_id, key, hit.run_id, hit.outputs, hit.metrics, hit.digests)
 
     def _execute(self, stage, child_id, parent_id, key, inputs) -> StageOutcome:
@@ -271,16 +275,14 @@ class Pipeline:
                               cache.TAG_HEADLINE: json.dumps(metrics)})
             tracker.log_metrics({k: v for k, v in metrics.items() if k not in tracker.metric_keys})
             tracker.flush()
-            self.client.set_terminated(child_id, "FINISHED")
+            self._terminate(child_id, "FINISHED")
             if result.info:
                 self.echo("    " + ", ".join(f"{k}={v}" for k, v in result.info.items()))
             return StageOutcome(stage, child_id, key, None, outputs, metrics, digests)
         except (KeyboardInterrupt, Terminated):
             _safe_flush(tracker)
-            self.client.set_tag(child_id, "rlreg.note", "interrupted (SIGINT/SIGTERM)")
-            self.client.set_terminated(child_id, "KILLED")
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            raise  # run() marks this stage run and the parent KILLED
         except BaseException as exc:
             _safe_flush(tracker)
             tb = traceback.format_exc()
@@ -289,12 +291,16 @@ class Pipeline:
                 self.client.set_tag(child_id, "rlreg.error", str(exc)[:7000])
                 self.client.set_tag(parent_id, "rlreg.error", f"{stage}: {str(exc)[:7000]}")
             finally:
-                self.client.set_terminated(child_id, "FAILED")
+                self._terminate(child_id, "FAILED")
                 shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(exc, RlregError):
                 exc.message = f"stage '{stage}' (run {child_id}): {exc.message}"
                 raise
             raise StageFailed(stage, f"{type(exc).__name__}: {exc} (traceback logged as error.txt)", child_id) from exc
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+        self._open_children.discard(run_id)
 
     # -- references -----------------------------------------------------------------------------
     def resolve_ref(self, ref: str) -> Path:
