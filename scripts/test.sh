@@ -9,4 +9,4 @@ export MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 # The tests' models are tiny: one torch thread is ~2x faster than two on a 2-core box (threads
 # spin-wait on each other); override with OMP_NUM_THREADS=… for a bigger machine.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=15 "$@"

@@ -34,8 +34,11 @@ def env(tmp_path, mlflow_uri):
 
 
 def start(env, *args):
+    # A shell that runs CI in the background starts it with SIGINT ignored, and children inherit
+    # that; restore the default so the child behaves like a terminal process on Ctrl-C.
     return subprocess.Popen([sys.executable, "-m", "registry", "run", *args], env=env["env"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_running_stage(client, timeout=120):
