@@ -159,6 +159,8 @@ class Pipeline:
             "rlreg.pid": str(os.getpid()),
             "rlreg.host": cache.host(),
             "mlflow.note.content": spec.description or spec.name,
+            # also under `mlflow run`, whose run gets a random name: the UI shows the spec name
+            "mlflow.runName": spec.name,
             **git_info(self.root),
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
         }
@@ -170,7 +172,6 @@ class Pipeline:
                 self.client.update_run(parent_id, status="RUNNING")
         else:
             exp_id = experiment_id(self.client, spec.experiment)
-            tags["mlflow.runName"] = spec.name
             parent_id = self.client.create_run(exp_id, tags={"mlflow.runName": spec.name}).info.run_id
         tracker = Tracker(self.client, parent_id)
         tracker.set_tags(tags)

@@ -132,3 +132,45 @@ def sft_model_dir(tmp_path_factory) -> Path:
         outputs = runner.run(section, ctx).outputs
         inputs = {f"convert.{k}": v for k, v in outputs.items()} if stage == "convert" else inputs
     return outputs["model"]
+
+
+# The demo pair, run for real (mlflow run . -P spec=…), at a reduced size so CI stays fast. The
+# specs are the shipped demo-grpo/demo-egpo with only sizes lowered (deep-merged into a copy of
+# demo-grpo.yaml), so run names, params and the EGPO diff are the shipped ones.
+DEMO_QUICK_OVERRIDES = {
+    "sft": {"max_steps": 60, "batch_size": 16},
+    "train": {"total_training_steps": 3, "train_batch_size": 4, "ppo_mini_batch_size": 4, "save_freq": 2},
+    "eval": {"repeats": 2, "max_samples": 6},
+}
+
+
+@pytest.fixture(scope="session")
+def demo_pair_store(tmp_path_factory):
+    import subprocess
+    import sys
+
+    import mlflow
+    import yaml
+
+    from registry.loader import deep_merge
+
+    tmp = tmp_path_factory.mktemp("demo-pair")
+    specs = tmp / "specs"
+    specs.mkdir()
+    grpo = yaml.safe_load((ROOT / "specs" / "demo-grpo.yaml").read_text())
+    (specs / "demo-grpo.yaml").write_text(yaml.safe_dump(deep_merge(grpo, DEMO_QUICK_OVERRIDES), sort_keys=False))
+    shutil.copy(ROOT / "specs" / "demo-egpo.yaml", specs / "demo-egpo.yaml")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RLREG_SPECS_DIR": str(specs),
+           "RLREG_HOME": str(tmp / "home"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    logs = {}
+    for name in ("demo-grpo", "demo-egpo"):
+        r = subprocess.run(["mlflow", "run", str(ROOT), "-P", f"spec={name}", "--env-manager", "local",
+                            "--experiment-name", "rlreg-demo"], env=env, capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        logs[name] = r.stdout + r.stderr
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("rlreg-demo")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    return {"client": client, "runs": runs, "logs": logs, "uri": uri, "env": env, "tmp": tmp}

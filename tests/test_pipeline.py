@@ -192,3 +192,11 @@ def test_bad_reference_is_a_usage_error(env):
         resolve_ref("@../x", env["tmp"], env["client"])
     with pytest.raises(UsageError, match="run `rlreg run nothere` first"):
         resolve_ref("@nothere", env["tmp"], env["client"])
+
+
+def test_attached_parent_is_named_after_the_spec(env, monkeypatch):
+    client = env["client"]
+    run = client.create_run(client.create_experiment("named"), run_name="bald-bat-16")
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    run_json("a")
+    assert client.get_run(run.info.run_id).info.run_name == "a"

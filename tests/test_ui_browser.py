@@ -1,7 +1,7 @@
 """MLflow's compare page and `rlreg report`'s HTML, opened in a real headless Chromium.
 
-Starts `mlflow ui` on a loopback port against a store holding the demo pair (written in the
-registry's run contract by analysis.synthetic), then:
+Starts `mlflow ui` on a loopback port against a store holding the real demo pair (demo-grpo and
+demo-egpo run through `mlflow run` at a reduced size by tests/conftest.py), then:
 1. `chromium --dump-dom --virtual-time-budget` on `#/compare-runs?runs=[…]&experiments=[…]`: the
    page must show both parent runs, the differing EGPO params (MLflow marks them `diff-row`) and
    `eval/accuracy_mean` for both runs (MLflow rounds to 3 significant digits);
@@ -28,12 +28,12 @@ import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-import mlflow
 import pytest
 
-from analysis import report, runs, synthetic
+from analysis import report, runs
 
 if TYPE_CHECKING:
     from typing import Self  # 3.11+; annotations are not evaluated at runtime
@@ -47,8 +47,9 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--window-size=1400,2400",
 ]
-EGPO_PARAMS = {"train.algorithm.adv_estimator": ("grpo", "egpo"), "train.algorithm.egpo_lambda": ("", "0.4"),
-               "train.algorithm.egpo_alpha": ("", "2.0")}
+# The GRPO spec resolves egpo_lambda/alpha to null (they only apply to egpo estimators).
+EGPO_PARAMS = {"train.algorithm.adv_estimator": ("grpo", "egpo"), "train.algorithm.egpo_lambda": ("null", "0.4"),
+               "train.algorithm.egpo_alpha": ("null", "2.0")}
 
 
 def _chromium() -> str:
@@ -65,15 +66,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory, _store_template):
-    """The demo pair in a fresh store, served by `mlflow ui` (which ignores MLFLOW_TRACKING_URI)."""
+def ui(tmp_path_factory, demo_pair_store):
+    """The real demo pair (tests/conftest.py runs demo-grpo and demo-egpo through `mlflow run`),
+    served by `mlflow ui` (which ignores MLFLOW_TRACKING_URI)."""
     chromium = _chromium()
     tmp = tmp_path_factory.mktemp("ui")
-    db = tmp / "mlflow.db"
-    shutil.copy(_store_template, db)
-    uri = f"sqlite:///{db}"
-    client = mlflow.MlflowClient(uri)
-    grpo, egpo = synthetic.demo_pair(client)
+    uri = demo_pair_store["uri"]
+    client = demo_pair_store["client"]
+    parents = {r.data.tags["rlreg.spec"]: r for r in demo_pair_store["runs"] if r.data.tags.get("rlreg.role") == "parent"}
+    grpo, egpo = (SimpleNamespace(parent_id=parents[n].info.run_id) for n in ("demo-grpo", "demo-egpo"))
     port = _free_port()
     with open(tmp / "mlflow-ui.log", "w") as log:  # the child keeps its own handle
         proc = subprocess.Popen(
