@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import json
 import os
 import zipfile
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError, UsageError
+from runners.common.jsonl import parse_jsonl
 from runners.eval.bfcl_match import category_of, check_category_supported
 from runners.eval.records import EvalRecord
 
@@ -51,15 +51,7 @@ def find_wheel(explicit: str | None, project_root: Path) -> Path:
 
 
 def read_json_lines(text: str, source: str) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise InputDataError(f"{source}: line {lineno}: not valid JSON ({exc.msg}); BFCL files hold one JSON object per line") from exc
-    return rows
+    return parse_jsonl(text, source, "BFCL files hold one JSON object per line")
 
 
 def wheel_category_files(wheel: Path, category: str) -> tuple[list[dict], list[dict], str]:

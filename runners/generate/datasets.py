@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError
+from runners.common.jsonl import parse_jsonl
 
 PROMPT_FIELDS = ("prompt", "question", "instruction", "problem", "input", "query", "text")
 RESPONSE_FIELDS = ("response", "answer", "output", "completion", "solution", "ground_truth")
@@ -49,15 +50,7 @@ def load_records(path: Path) -> list[dict[str, Any]]:
         return [_json_safe(r) for r in frame.to_dict(orient="records")]
     text = path.read_text(encoding="utf-8")
     if suffix == ".jsonl" or (suffix != ".json" and not text.lstrip().startswith(("[", "{\"data\""))):
-        records = []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputDataError(f"{path}: line {line_no}: not valid JSON ({exc.msg}); fix or remove the line") from exc
-        return records
+        return parse_jsonl(text, str(path))
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
