@@ -16,12 +16,14 @@ from typing import Any
 import click
 
 from registry.errors import RlregError, SpecError
+from registry.selection import FORCE_ALL, parse_force
 
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
     "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
     "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+    "verify": ("registry.verify:verify", "Re-hash cached stage outputs; mark runs whose outputs changed."),
 }
 
 
@@ -211,16 +213,22 @@ def diff(a: str, b: str, show_all: bool, fmt: str) -> None:
 
 # -- run ------------------------------------------------------------------------------------------
 @main.command()
-@click.argument("spec")
+@click.argument("spec", required=False)
 @click.option("--stages", help="Comma-separated subset of the spec's stages to run (earlier outputs come from the cache).")
-@click.option("--force", is_flag=True, help="Re-run stages even when a cached result exists.")
+@click.option("--force", is_flag=False, flag_value=FORCE_ALL, default=None, metavar="[STAGE,…]",
+              help="Recompute from scratch (no cache hit, no resume): every stage, or the named ones (--force train,eval).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and e.g. the verl command) without running.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
-def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool) -> None:
+def run(spec: str | None, stages: str | None, force: str | None, dry_run: bool, as_json: bool) -> None:
     """Run a spec: one parent MLflow run, one child run per stage, cached stages reused."""
     from registry.loader import load_spec
     from registry.pipeline import Pipeline, overrides, plan_lines, select_stages
     from registry.stages import load_runner
+
+    if spec is None and force not in (None, FORCE_ALL):
+        spec, force = force, FORCE_ALL  # `rlreg run --force SPEC`: the flag took the spec as its value
+    if spec is None:
+        raise click.UsageError("Missing argument 'SPEC'.")
 
     try:
         loaded = load_spec(spec)
@@ -252,7 +260,7 @@ def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool
     # "View run … at: <url>" for server URIs) goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with quiet:
-        summary = Pipeline(loaded, stages=only, force=force, echo=echo).run()
+        summary = Pipeline(loaded, stages=only, force=parse_force(force), echo=echo).run()
     echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
     for line in _headline_lines({k: v for s in summary.stages for k, v in s.metrics.items()}):
         echo(f"  {line}")
