@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from registry.hashing import RACY_NS, code_version, digest_path, fingerprint_path, sha256_json
+from registry import hashing
+from registry.hashing import code_version, digest_path, sha256_json
 from registry.stages import STAGES, stage_spec_payload
 
 if TYPE_CHECKING:
@@ -130,13 +130,10 @@ def recorded_outputs(run: Any) -> dict[str, dict[str, Any]] | None:
 def check_output(path: Path, digest: str, fingerprint: str | None) -> tuple[bool, str | None]:
     """(intact, fingerprint to record). Cheap when the recorded fingerprint still matches; else a
     full re-hash, and a fresh fingerprint (taken before reading) when the content is intact."""
-    if fingerprint is not None and fingerprint_path(path)[0] == fingerprint:
+    if fingerprint is not None and hashing.fingerprint_path(path)[0] == fingerprint:
         return True, fingerprint
-    started = time.time_ns()
-    fresh, newest = fingerprint_path(path)
-    if digest_path(path) != digest:
-        return False, None
-    return True, (fresh if newest < started - RACY_NS else None)
+    actual, fresh = hashing.digest_and_fingerprint(path)
+    return (True, fresh) if actual == digest else (False, None)
 
 
 def _usable(run: Any, client: Any = None) -> CachedStage | None:

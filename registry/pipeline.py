@@ -26,8 +26,8 @@ from registry.errors import RlregError, StageFailed, UsageError
 from registry.gitinfo import git_diff, git_info
 from registry.hashing import digest_and_fingerprint, spec_hash
 from registry.loader import LoadedSpec, project_root
-from registry.stages import STAGES, load_runner, stage_spec_payload
 from registry.selection import check_force, leading_cached, not_cached
+from registry.stages import STAGES, load_runner, stage_spec_payload
 from registry.store import all_experiment_ids, ensure_store, experiment_id, stage_store_root, tracking_uri
 from registry.tracking import Tracker
 

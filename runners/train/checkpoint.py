@@ -6,7 +6,10 @@
         global_step_N/trainer_state.pt        optimizer, scheduler, torch RNG, step (tensors and plain
                                               values only: loaded with ``weights_only=True``, no pickle)
         global_step_N/rng.json                python and numpy RNG states
-        global_step_N/rlreg-manifest.json     sha256 of every file above + of the metric history
+        global_step_N/rlreg-manifest.json     sha256 of every file above
+    <work_dir>/checkpoints-history.json       per checkpointed step, the sha256 of the metric history
+                                              up to it (outside the checkpoints: timings make it differ
+                                              between runs, and published checkpoints stay byte-equal)
 
 A checkpoint is written into ``global_step_N.tmp`` and renamed when complete, so a crash while
 saving never leaves a half checkpoint that a rerun would resume from. A resume first checks the
@@ -75,7 +78,11 @@ def save_checkpoint(
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_tensors, "extra": extra}, tmp / STATE_FILE)
     (tmp / RNG_FILE).write_text(json.dumps(rng_plain))
-    write_manifest(tmp, {"history": history_digest})
+    write_manifest(tmp)
+    digests = {**_history_digests(root), str(step): history_digest}
+    digests_tmp = _history_file(root).with_suffix(".tmp")
+    digests_tmp.write_text(json.dumps(digests, sort_keys=True))
+    os.replace(digests_tmp, _history_file(root))  # before the rename: a checkpoint never lacks its entry
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     latest_tmp = root / (LATEST_FILE + ".tmp")
@@ -100,12 +107,27 @@ def latest_checkpoint(root: Path) -> int | None:
     return max(steps) if steps else None
 
 
+def _history_file(root: Path) -> Path:
+    return root.with_name(root.name + "-history.json")
+
+
+def _history_digests(root: Path) -> dict[str, str]:
+    try:
+        digests = json.loads(_history_file(root).read_text())
+    except (OSError, ValueError):
+        return {}
+    return digests if isinstance(digests, dict) else {}
+
+
 def read_trainer_state(root: Path, step: int, history_digest: str = "") -> dict[str, Any]:
     """The verified state of ``global_step_{step}``; raises ``ValueError`` saying why it is unusable."""
     directory = step_dir(root, step)
-    problem = manifest_problem(directory, {"history": history_digest})
+    problem = manifest_problem(directory)
     if problem:
         raise ValueError(problem)
+    if _history_digests(root).get(str(step)) != history_digest:
+        raise ValueError(f"{root.parent / 'metrics_history.jsonl'}: differs from what checkpoint {step} recorded "
+                         f"in {_history_file(root).name}")
     try:
         state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
         state["rng_plain"] = json.loads((directory / RNG_FILE).read_text())
@@ -125,6 +147,7 @@ def resume_point(root: Path, history_digest: Any) -> tuple[int | None, dict[str,
         return step, read_trainer_state(root, step, history_digest(step)), None
     except ValueError as exc:
         shutil.rmtree(root, ignore_errors=True)
+        _history_file(root).unlink(missing_ok=True)
         return None, None, str(exc)
 
 

@@ -9,6 +9,7 @@ same prompts, which is what lets a resumed run continue exactly where the crashe
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sys
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from registry.context import StageContext, StageResult
@@ -108,6 +110,9 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         ctx.tracker.set_tags({"rlreg.resumed_from_step": resume_step})
     else:
         torch.manual_seed(spec.seed)
+        # unused by training, but saved in checkpoints: seeded so a rerun's checkpoints are byte-equal
+        random.seed(spec.seed)
+        np.random.seed(spec.seed)
         history.reset()
 
     progress = _progress(plan.total_steps, start_step)
