@@ -164,6 +164,10 @@ class Pipeline:
             **git_info(self.root),
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
         }
+        if self.loaded.overrides:  # as typed; the params and spec.yaml hold their effect
+            import shlex
+
+            tags["rlreg.overrides"] = shlex.join(self.loaded.overrides)
         attached = os.environ.pop("MLFLOW_RUN_ID", None)  # set by `mlflow run`
         if attached:
             run = self.client.get_run(attached)
