@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import mlflow
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from registry.cli import main
 from registry.loader import load_spec
 from registry.pipeline import Pipeline
 
