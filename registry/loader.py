@@ -118,6 +118,8 @@ class LoadedSpec:
     """Dotted key → the file (Path) or override (str) that set it."""
     overrides: list[str] = field(default_factory=list)
     """Command-line overrides as typed, applied after ``extends`` (already in ``raw`` and ``spec``)."""
+    base_raw: dict[str, Any] | None = None
+    """The merged mapping before the overrides (None without overrides)."""
 
     @property
     def name(self) -> str:
@@ -191,7 +193,9 @@ def load_spec(ref: str | Path, base_dir: Path | None = None, overrides: Sequence
     parsed = parse_overrides(overrides)
     path = spec_path(str(ref), base_dir) if not isinstance(ref, Path) else ref.resolve()
     raw, chain, origins, parent_raw = _resolve_raw(path, [])
+    base_raw = None
     if parsed:
+        base_raw = raw
         raw, origins = apply_overrides(raw, parsed, origins)
     try:
         spec = Spec.model_validate(raw)
@@ -203,7 +207,7 @@ def load_spec(ref: str | Path, base_dir: Path | None = None, overrides: Sequence
         problems = format_validation_error(exc, path, origins)
         raise SpecError("\n".join(problems), problems) from None
     return LoadedSpec(spec=spec, path=path, chain=chain, raw=raw, parent_raw=parent_raw, origins=origins,
-                      overrides=list(overrides))
+                      overrides=list(overrides), base_raw=base_raw)
 
 
 def list_specs(base_dir: Path | None = None) -> list[Path]:

@@ -165,3 +165,33 @@ def _short(value: Any) -> str:
 def _quote(text: str) -> str:
     shown = text if len(text) <= 200 else text[:197] + "..."
     return "'" + shown.replace("'", "\\'") + "'"
+
+
+def split_option(text: str | None) -> list[str]:
+    """``--overrides "a=1 b='x y'"`` (one string, as ``mlflow run -P overrides=…`` passes it) →
+    the overrides, split like a shell would, never evaluated by one."""
+    import shlex
+
+    from registry.errors import UsageError
+
+    if not text or not text.strip():
+        return []
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"--overrides {text!r}: {exc} (close the quote)") from None
+
+
+def change_lines(loaded: Any) -> list[str]:
+    """``key: before -> after`` for each key the command-line overrides changed (a LoadedSpec)."""
+    from registry.diff import diff_specs, fmt
+    from registry.spec import Spec
+
+    if not loaded.overrides or loaded.base_raw is None:
+        return []
+    try:
+        before = Spec.model_validate(loaded.base_raw).model_dump(mode="json")
+    except Exception:  # the file alone may not validate (an override can fix it): compare as written
+        before = loaded.base_raw
+    after = loaded.spec.model_dump(mode="json")
+    return [f"{c.key}: {fmt(c.left)} -> {fmt(c.right)}" for c in diff_specs(before, after)]
