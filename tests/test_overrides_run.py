@@ -114,3 +114,17 @@ def test_mlflow_run_with_overrides_parameter(env, mlflow_uri):
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`rlreg.role` = 'parent'",
                               order_by=["attributes.start_time DESC"])
     assert "rlreg.overrides" not in runs[0].data.tags and runs[0].data.params["data.test_size"] == "0.2"
+
+
+def test_diff_applies_overrides_to_a_run_recorded_spec(env):
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    run_id = Pipeline(load_spec("a"), echo=lambda m: None).run().parent_run_id
+    r = CliRunner().invoke(main, ["diff", run_id, run_id, "data.test_size=0.3", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == [{"key": "data.test_size", "kind": "changed", "a": 0.2, "b": 0.3}]
+    r = CliRunner().invoke(main, ["diff", run_id, run_id, "data.test_sise=0.3"])
+    assert r.exit_code == 2
+    assert "Error: override 'data.test_sise=0.3': data.test_sise: unknown field (did you mean test_size?)" in r.output
