@@ -245,3 +245,11 @@ def test_run_dry_run_prints_the_overrides(specs):
     assert "Overrides: seed=3 'tags.note=a b' train.rollout.n=8" in r.output
     assert "  set train.rollout.n: 2 -> 8" in r.output
     assert "  set seed: 7 -> 3" in r.output
+
+
+def test_a_number_for_a_string_field_says_quote_it(specs):
+    with pytest.raises(SpecError) as exc:
+        load_spec("base", overrides=["tags.run=1"])
+    assert str(exc.value).startswith("override 'tags.run=1': tags.run: input should be a valid string")
+    assert "quote the value" in str(exc.value)
+    assert load_spec("base", overrides=["tags.run='1'"]).spec.tags["run"] == "1"
