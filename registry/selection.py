@@ -26,6 +26,14 @@ FORCE_ALL = "\0all"
 """The value click gives a bare ``--force`` (a name no stage can have)."""
 
 
+def is_stage_list(value: str) -> bool:
+    """``train`` or ``train,eval`` (stage names), as opposed to a spec name after a bare ``--force``."""
+    from registry.stages import STAGES
+
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    return bool(names) and all(n in STAGES for n in names)
+
+
 def check_force(force: bool | list[str], selected: list[str]) -> None:
     if isinstance(force, list):
         wrong = [s for s in force if s not in selected]
