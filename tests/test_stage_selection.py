@@ -106,3 +106,11 @@ def test_force_with_a_stage_this_run_does_not_compute_is_refused(env, args, mess
     r = rlreg("two", *args)
     assert r.exit_code == 2 and message in r.output, r.output
     assert env["calls"] == []
+
+
+def test_force_values():
+    from registry.selection import FORCE_ALL, is_stage_list, parse_force
+
+    assert parse_force(None) is False and parse_force(FORCE_ALL) is True
+    assert parse_force("train, eval") == ["train", "eval"]
+    assert is_stage_list("train,eval") and not is_stage_list("demo-grpo") and not is_stage_list("")

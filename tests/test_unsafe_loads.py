@@ -75,3 +75,16 @@ def test_tiny_base_model_in_a_work_dir_is_rebuilt_when_changed(tmp_path, make_ct
         f.write(b"\xff" * 8)
     again = resolve_base_model(spec, train_parquet=parquet, cache_dir=tmp_path / "work", resolve_path=Path)
     assert again == first and (again / "model.safetensors").read_bytes() == clean
+
+
+def test_no_pickle_loads_in_the_code():
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        f"{p.relative_to(root)}:{i}"
+        for d in ("registry", "runners", "analysis")
+        for p in sorted((root / d).rglob("*.py"))
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if "weights_only=False" in line or line.strip().startswith(("import pickle", "from pickle", "import dill"))
+        or "pickle.load" in line
+    ]
+    assert offenders == []
