@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from registry import hashing
-from registry.hashing import code_version, digest_path, sha256_json
+from registry.hashing import code_version, sha256_json
 from registry.stages import STAGES, stage_spec_payload
 
 if TYPE_CHECKING:
@@ -80,7 +80,9 @@ def spec_refs(section: Any) -> set[str]:
 
 
 def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, str]:
+    from registry.digest_memo import memo_digest
     from registry.stages import load_runner
+    from registry.store import stage_store_root
 
     hook = getattr(load_runner(stage, spec), "external_inputs", None)
     if hook is None:
@@ -88,7 +90,7 @@ def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, 
     out = {}
     for name, path in hook(getattr(spec, STAGES[stage].section), project_root).items():
         # a missing file is the runner's error to report, with its own message
-        out[f"external:{name}"] = digest_path(path) if Path(path).exists() else "missing"
+        out[f"external:{name}"] = memo_digest(path, stage_store_root(project_root) / "fingerprints") if Path(path).exists() else "missing"
     return out
 
 

@@ -165,3 +165,25 @@ def test_verify_usage_errors(env):
     assert r.exit_code == 2 and "give run ids or --all" in r.output
     r = CliRunner().invoke(main, ["verify", "0" * 32])
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
+
+
+def test_a_named_source_file_is_not_reread_for_each_cache_key(env, tmp_path):
+    src = tmp_path / "data.jsonl"
+    rec = ('{"messages": [{"role": "user", "content": "q%03d"}, {"role": "assistant", "content": '
+           '"<think>t</think>\\n\\n<tool_call>\\n{\\"name\\": \\"f\\", \\"arguments\\": {}}\\n</tool_call>"}]}\n')
+    src.write_text("".join(rec % i for i in range(20)))
+    specs = Path(os.environ["RLREG_SPECS_DIR"])
+    (specs / "s.yaml").write_text(f"experiment: fingerprint-test\ndata: {{source: {src}, test_size: 0.2}}\n")
+    first = run_json("s")["stages"][0]
+    env["hashed"].clear()
+    assert run_json("s")["stages"][0]["cache_hit"] == first["run_id"]
+    assert src.resolve() not in env["hashed"]  # its digest came from the remembered fingerprint
+
+    st = src.stat()
+    _tick(src)
+    text = src.read_text()
+    with open(src, "r+") as f:  # same size, in place, mtime restored: the key must still change
+        f.write(text.replace("q000", "q999", 1))
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    third = run_json("s")["stages"][0]
+    assert third["cache_hit"] is None and third["cache_key"] != first["cache_key"]
