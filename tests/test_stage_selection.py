@@ -101,6 +101,7 @@ def test_force_names_stages_and_recomputes_them_from_scratch(env):
 @pytest.mark.parametrize("args, message", [
     (["--force", "entropy"], "--force entropy: not among the stages this run computes (convert, sft)"),
     (["--stages", "sft", "--force", "convert"], "--force convert: not among the stages this run computes (sft)"),
+    (["--force", "bogus", "--dry-run"], "--force bogus: not among the stages this run computes"),
 ])
 def test_force_with_a_stage_this_run_does_not_compute_is_refused(env, args, message):
     r = rlreg("two", *args)
