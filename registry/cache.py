@@ -165,7 +165,10 @@ def _usable(run: Any, client: Any = None) -> CachedStage | None:
         fingerprints[name] = fingerprint
     if client is not None and any(fingerprints[n] != recorded[n].get("fingerprint") for n in recorded):
         # re-hashed and intact: record the fresh fingerprint so the next hit is cheap again
-        client.set_tag(run.info.run_id, TAG_OUTPUTS, outputs_tag(outputs, digests, fingerprints))
+        try:
+            client.set_tag(run.info.run_id, TAG_OUTPUTS, outputs_tag(outputs, digests, fingerprints))
+        except Exception:  # best effort: a store that refuses the write only costs the next hit a re-hash
+            pass
     origin = tags.get(TAG_HIT) or run.info.run_id
     return CachedStage(run_id=origin, outputs=outputs, digests=digests, metrics=metrics, fingerprints=fingerprints)
 

@@ -72,7 +72,11 @@ def verify_runs(client: Any, runs: list[Any]) -> list[Checked]:
                 continue
             memo = (str(path), entry["digest"])
             if memo not in seen:
-                seen[memo] = cache.check_output(path, entry["digest"], None)  # None: always re-hash
+                try:
+                    seen[memo] = cache.check_output(path, entry["digest"], None)  # None: always re-hash
+                except OSError:  # removed or unreadable while hashing
+                    results.append(Checked(run.info.run_id, stage, name, str(path), "missing"))
+                    continue
             intact, fingerprint = seen[memo]
             results.append(Checked(run.info.run_id, stage, name, str(path), "ok" if intact else "changed"))
             if not intact:
