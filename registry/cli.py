@@ -298,7 +298,11 @@ def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None,
     # "View run … at: <url>" for server URIs) goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with quiet:
-        summary = Pipeline(loaded, stages=only, force=parse_force(force), echo=echo).run()
+        try:
+            summary = Pipeline(loaded, stages=only, force=parse_force(force), echo=echo).run()
+        except RlregError as exc:  # e.g. --stages with an uncached earlier stage, before the parent starts
+            _fail_attached_run(exc)
+            raise
     echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
     for line in _headline_lines({k: v for s in summary.stages for k, v in s.metrics.items()}):
         echo(f"  {line}")
