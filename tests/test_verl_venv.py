@@ -148,7 +148,33 @@ def test_verls_own_entrypoint_composes_the_same_config(checked, tmp_path):
     assert printed == _composed(checked, "verl8")
 
 
-# -- the EGPO plugin inside verl ------------------------------------------------------------
+def test_dry_run_is_short_and_names_the_full_composed_config(tmp_path, monkeypatch):
+    """``rlreg run verl8 --dry-run``'s train part: the command, what the spec sets and what differs
+    from verl's own defaults (composed by verl), the ~1000-line config in a named file."""
+    import yaml
+
+    from runners.verl import describe, describe_json
+
+    monkeypatch.setenv("RLREG_HOME", str(tmp_path))
+    spec = load_spec(ROOT / "specs" / "verl8.yaml").spec
+    text = describe(spec.train, spec)
+    data = describe_json(spec.train, spec)  # the same check, not a second verl process
+    assert data["composed"] is True and len(text.splitlines()) < 120
+    path = Path(data["files"]["composed_config"])
+    assert path.parent == tmp_path / "dry-run" / "verl8" / "verl" and f"full config: {path}" in text
+    full = path.read_text()
+    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "think"
+    diff = data["differs_from_defaults"]
+    assert diff["algorithm.adv_estimator"] == {"default": "gae", "value": "egpo", "by": "spec"}
+    assert diff["algorithm.egpo.lambda"] == {"default": "<absent>", "value": 0.4, "by": "spec"}
+    assert diff["actor_rollout_ref.rollout.prompt_length"] == {"default": 512, "value": 9216, "by": "verl"}
+    assert "actor_rollout_ref.actor.optim.lr" not in diff  # 1e-6 is verl's default too
+    assert "  algorithm.adv_estimator: gae -> egpo" in text
+    assert "  actor_rollout_ref.rollout.prompt_length: 512 -> 9216" in text
+    assert "actor_rollout_ref.actor.optim.lr," in text  # listed among the keys set to verl's default
+    assert json.loads(json.dumps(data)) == data
+
+
 
 PLUGIN_SCRIPT = r'''
 import json, sys, types
