@@ -138,6 +138,12 @@ def check_output(path: Path, digest: str, fingerprint: str | None) -> tuple[bool
     return (True, fresh) if actual == digest else (False, None)
 
 
+def verified(run: Any, client: Any = None) -> CachedStage | None:
+    """The run's recorded outputs if they all exist unchanged (what a hit or an ``@spec``
+    reference may use), else None."""
+    return _usable(run, client)
+
+
 def _usable(run: Any, client: Any = None) -> CachedStage | None:
     tags = run.data.tags
     if tags.get(TAG_CORRUPT):

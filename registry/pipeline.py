@@ -371,12 +371,12 @@ def _find_ref(ref: str, client: Any) -> tuple[Path, str]:
         order_by=["attributes.start_time DESC"], max_results=10,
     )
     for run in runs:
-        recorded = json.loads(run.data.tags.get(cache.TAG_OUTPUTS, "{}"))
-        if output in recorded and Path(recorded[output]["path"]).exists():
-            return Path(recorded[output]["path"]), recorded[output]["digest"]
+        found = cache.verified(run, client)  # existing and unchanged, as for a cache hit
+        if found is not None and output in found.outputs:
+            return found.outputs[output], found.digests[output]
     raise UsageError(
-        f"reference '{ref}': no FINISHED '{stage}' stage of spec '{spec_name}' with output '{output}' "
-        f"in {tracking_uri()} (run `rlreg run {spec_name}` first)"
+        f"reference '{ref}': no FINISHED '{stage}' stage of spec '{spec_name}' with an unchanged output "
+        f"'{output}' in {tracking_uri()} (run `rlreg run {spec_name}` first)"
     )
 
 

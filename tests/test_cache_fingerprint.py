@@ -187,3 +187,17 @@ def test_a_named_source_file_is_not_reread_for_each_cache_key(env, tmp_path):
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
     third = run_json("s")["stages"][0]
     assert third["cache_hit"] is None and third["cache_key"] != first["cache_key"]
+
+
+def test_a_spec_reference_never_resolves_to_a_changed_output(env, tmp_path):
+    from registry.errors import UsageError
+    from registry.pipeline import resolve_ref
+
+    first = run_json("a")["stages"][0]
+    train = Path(first["outputs"]["train"])
+    assert resolve_ref("@a:convert.train", tmp_path, env["client"]) == train
+    data = bytearray(train.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    train.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match="unchanged output 'train'"):
+        resolve_ref("@a:convert.train", tmp_path, env["client"])
