@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from registry.errors import RlregError, SpecError
-from registry.selection import FORCE_ALL, check_force, is_stage_list, parse_force
+from registry.selection import FORCE_ALL, check_force, is_stage_list, parse_force, reused_stages
 
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
@@ -281,6 +281,8 @@ def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None,
     echo("Stages:")
     for line in plan_lines(loaded, only):
         echo(line)
+    if reused := reused_stages(loaded.spec.stages(), only):
+        echo(f"  not selected, taken from the cache: {', '.join(reused)}")
     check_force(parse_force(force), select_stages(loaded, only))  # also under --dry-run
     if dry_run:
         for stage in select_stages(loaded, only):

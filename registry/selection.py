@@ -34,6 +34,12 @@ def is_stage_list(value: str) -> bool:
     return bool(names) and all(n in STAGES for n in names)
 
 
+def reused_stages(planned: list[str], only: list[str] | None) -> list[str]:
+    """The stages ``--stages`` leaves out that come before a selected one (taken from the cache)."""
+    chosen = [s for s in planned if only and s in only]
+    return [s for s in planned[: planned.index(chosen[-1])] if s not in chosen] if chosen else []
+
+
 def check_force(force: bool | list[str], selected: list[str]) -> None:
     if isinstance(force, list):
         wrong = [s for s in force if s not in selected]

@@ -72,6 +72,8 @@ def test_stages_subset_without_a_cached_earlier_stage_is_a_clear_usage_error(env
 
 
 def test_stages_subset_reuses_cached_earlier_stages_and_says_which(env):
+    dry = rlreg("two", "--stages", "sft", "--dry-run")
+    assert dry.exit_code == 0 and "not selected, taken from the cache: convert" in dry.output
     full = summary(rlreg("two", "--json"))
     convert_run = full["stages"][0]["run_id"]
     r = rlreg("two", "--stages", "sft", "--json")
@@ -115,3 +117,8 @@ def test_force_values():
     assert parse_force(None) is False and parse_force(FORCE_ALL) is True
     assert parse_force("train, eval") == ["train", "eval"]
     assert is_stage_list("train,eval") and not is_stage_list("demo-grpo") and not is_stage_list("")
+    from registry.selection import reused_stages
+
+    planned = ["convert", "sft", "train", "merge", "eval"]
+    assert reused_stages(planned, ["train", "eval"]) == ["convert", "sft", "merge"]
+    assert reused_stages(planned, None) == [] and reused_stages(planned, ["convert"]) == []
