@@ -8,6 +8,11 @@ Resumable: checkpoints (model, optimizer, scheduler, RNG, step) go to ``ctx.work
 MLflow curves continue instead of restarting. Mixed precision: with ``model.dtype`` bf16/fp16 on
 CUDA the weights stay float32 for AdamW and the forward runs under autocast; the saved model is
 cast to ``model.dtype``.
+
+Length: ``max_steps``, or ``epochs`` over the train split (steps = ceil(epochs x rows / (batch_size x
+grad_accum))). LoRA (``sft.lora``, peft): only the adapters train; the saved ``model`` is merged
+(``runners.sft.lora``), so the train stage reads it like a fully fine-tuned one. ``backend: swift``
+runs ms-swift instead (``runners.sft.swift``).
 """
 
 from __future__ import annotations
@@ -31,15 +36,24 @@ from runners.sft.format_check import format_report
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def lr_lambda(spec: SFTSpec):
-    """Factor on the peak lr after ``s`` completed steps: linear warmup, then constant or cosine to 0."""
+def total_steps(spec: SFTSpec, train_rows: int) -> int:
+    """Optimizer steps of a run: ``max_steps``, or whole passes over ``train_rows`` for ``epochs``."""
+    if spec.epochs is None:
+        return spec.max_steps
+    return max(1, math.ceil(spec.epochs * train_rows / (spec.batch_size * spec.grad_accum)))
+
+
+def lr_lambda(spec: SFTSpec, steps: int | None = None):
+    """Factor on the peak lr after ``s`` completed steps: linear warmup, then constant or cosine to 0
+    at ``steps`` (default ``spec.max_steps``)."""
+    steps = spec.max_steps if steps is None else steps
 
     def factor(s: int) -> float:
         if s < spec.warmup_steps:
             return (s + 1) / spec.warmup_steps
         if spec.schedule == "constant":
             return 1.0
-        progress = (s - spec.warmup_steps) / max(1, spec.max_steps - spec.warmup_steps)
+        progress = (s - spec.warmup_steps) / max(1, steps - spec.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -93,21 +107,35 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
 
     # Train in float32 (AdamW on bf16 weights loses small updates); bf16/fp16 via autocast on CUDA.
     model, tokenizer = load_model(base, dtype="float32", device=model_spec.device, trust_remote_code=model_spec.trust_remote_code)
+    peft_model = None
+    if spec.lora is not None:
+        from runners.sft import lora
+
+        peft_model = lora.wrap(model, spec.lora)
+        model = peft_model.get_base_model()  # adapters live inside it; see runners.sft.lora
     device = str(next(model.parameters()).device)
     amp_dtype = AUTOCAST_DTYPES.get(model_spec.dtype) if device.startswith("cuda") else None
     autocast = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     pad_id = tokenizer.pad_token_id
 
-    train, skipped = load_examples(train_parquet, tokenizer, max_length=spec.max_length, train_on=spec.train_on)
-    test, _ = load_examples(test_parquet, tokenizer, max_length=spec.max_length, train_on="last_assistant") if test_parquet else ([], 0)
+    train, skipped = load_examples(train_parquet, tokenizer, max_length=spec.max_length, train_on=spec.train_on, truncation=spec.truncation)
+    test, _ = load_examples(test_parquet, tokenizer, max_length=spec.max_length, train_on="last_assistant",
+                            truncation=spec.truncation) if test_parquet else ([], 0)
     if skipped:
         print(f"sft: skipped {skipped} train rows longer than sft.max_length={spec.max_length}", file=sys.stderr)
+    max_steps = total_steps(spec, len(train))
+    if spec.warmup_steps >= max_steps:
+        from registry.errors import UsageError
+
+        raise UsageError(f"sft.warmup_steps ({spec.warmup_steps}) must be below the run's {max_steps} steps "
+                         f"(sft.epochs={spec.epochs} over {len(train)} rows); lower sft.warmup_steps")
     eval_set = test[: spec.eval_samples]
 
     torch.manual_seed(spec.seed)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, max_steps))
     step, resumed_from = 0, None
     state, discarded = resume_checkpoint(ctx.work_dir)
     if discarded:
@@ -118,7 +146,8 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
         resumed_from = step
         print(f"sft: resuming from step {step}", file=sys.stderr)
 
-    ctx.tracker.set_tags({"sft.base_model": str(base), "sft.resumed_from_step": resumed_from if resumed_from is not None else "none"})
+    ctx.tracker.set_tags({"sft.base_model": str(base), "sft.resumed_from_step": resumed_from if resumed_from is not None else "none",
+                          "sft.steps": str(max_steps), "sft.trainable_params": str(sum(p.numel() for p in params))})
     if step == 0 and eval_set:
         ctx.tracker.log_metrics({"sft/eval_loss": eval_loss(model, eval_set, pad_id, spec.batch_size, device, autocast)}, step=0)
 
@@ -126,8 +155,8 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
                      micro_batches=spec.grad_accum, group_by_length=spec.group_by_length)
     recent: list[float] = []
     last_eval = None
-    bar = tqdm(total=spec.max_steps, initial=step, desc="sft", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-    while step < spec.max_steps:
+    bar = tqdm(total=max_steps, initial=step, desc="sft", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    while step < max_steps:
         started = time.perf_counter()
         micro = [
             {k: v.to(device) for k, v in collate([train[i] for i in idx], pad_id).items()}
@@ -139,7 +168,7 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
             loss_sum, _ = masked_loss_sum(model, batch, autocast)
             (loss_sum / max(1, total_tokens)).backward()
             step_loss += float(loss_sum.detach()) / max(1, total_tokens)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, spec.grad_clip))
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -148,14 +177,14 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
         seen = sum(int(b["attention_mask"].sum()) for b in micro)
         metrics = {"sft/loss": step_loss, "sft/lr": lr, "sft/grad_norm": grad_norm,
                    "sft/tokens_per_s": seen / max(1e-9, time.perf_counter() - started)}
-        if eval_set and (step % spec.eval_every == 0 or step == spec.max_steps):
+        if eval_set and (step % spec.eval_every == 0 or step == max_steps):
             last_eval = eval_loss(model, eval_set, pad_id, spec.batch_size, device, autocast)
             metrics["sft/eval_loss"] = last_eval
         ctx.tracker.log_metrics(metrics, step=step)
         recent = (recent + [step_loss])[-10:]
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}")
-        if step % spec.save_every == 0 and step < spec.max_steps:
+        if step % spec.save_every == 0 and step < max_steps:
             save_checkpoint(ctx.work_dir, step, model, optimizer, scheduler, {"loss": step_loss})
     bar.close()
     ctx.tracker.flush()
@@ -179,6 +208,10 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
     ctx.tracker.flush()
 
     out = ctx.out_dir / "model"
+    if peft_model is not None:
+        from runners.sft import lora
+
+        model = lora.merge(peft_model)
     if model_spec.dtype != "float32":
         model.to(getattr(torch, model_spec.dtype))
     model.save_pretrained(out)
@@ -187,5 +220,5 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
         outputs={"model": out},
         metrics=result_metrics,
         info={"base_model": str(base), "train_examples": len(train), "skipped_too_long": skipped, "test_examples": len(test),
-              "steps": step, "resumed_from_step": resumed_from},
+              "steps": step, "resumed_from_step": resumed_from, "lora": spec.lora is not None},
     )

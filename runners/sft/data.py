@@ -25,22 +25,30 @@ class Example:
     ground_truth: str
 
 
-def load_examples(parquet: Path, tokenizer: Any, *, max_length: int, train_on: str) -> tuple[list[Example], int]:
+def load_examples(parquet: Path, tokenizer: Any, *, max_length: int, train_on: str,
+                  truncation: str = "delete") -> tuple[list[Example], int]:
     """Every row of ``parquet`` as a conversation = prompt + the ground-truth assistant turn, and
-    the number of rows skipped for being longer than ``max_length`` tokens (a truncated answer
-    would teach the model never to close its tool call)."""
+    the number of rows skipped. Over ``max_length`` tokens a row is skipped (``delete``, the
+    default: a truncated answer would teach the model never to close its tool call) or cut at
+    the start (``left``) or end (``right``); a cut row with no assistant token left is skipped."""
     examples, skipped = [], 0
     for record in iter_parquet_records(parquet):
         messages = record["messages"] + [{"role": "assistant", "content": record["ground_truth"]}]
         ids, mask = render_conversation(tokenizer, messages, record["tools"], train_on=train_on)
         if len(ids) > max_length:
-            skipped += 1
-            continue
+            if truncation == "delete":
+                skipped += 1
+                continue
+            cut = slice(len(ids) - max_length, None) if truncation == "left" else slice(0, max_length)
+            ids, mask = ids[cut], mask[cut]
+            if not any(mask):
+                skipped += 1
+                continue
         examples.append(Example(ids, mask, record["messages"], record["tools"], record["ground_truth"]))
     if not examples:
         raise InputDataError(
             f"{parquet}: all {skipped} rows are longer than sft.max_length={max_length} tokens "
-            "(raise sft.max_length)"
+            "(raise sft.max_length or set sft.truncation)"
         )
     return examples, skipped
 
