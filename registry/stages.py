@@ -31,6 +31,10 @@ def _train_runner(spec: "Spec") -> str:
     return "runners.verl" if spec.train and spec.train.backend == "verl" else "runners.train"
 
 
+def _sft_runner(spec: "Spec") -> str:
+    return "runners.sft.swift" if spec.sft and spec.sft.backend == "swift" else "runners.sft"
+
+
 def _merge_runner(spec: "Spec") -> str:
     return "runners.verl.merge" if spec.train and spec.train.backend == "verl" else "runners.merge"
 
@@ -39,7 +43,7 @@ STAGES: dict[str, StageDef] = {
     s.name: s
     for s in [
         StageDef("convert", "data", (), lambda s: "runners.convert", "messages JSON/JSONL -> verl parquet"),
-        StageDef("sft", "sft", ("model",), lambda s: "runners.sft", "supervised warm start"),
+        StageDef("sft", "sft", ("model",), _sft_runner, "supervised warm start"),
         StageDef("train", "train", ("model", "reward"), _train_runner, "GRPO/EGPO training"),
         StageDef("merge", "merge", ("train",), _merge_runner, "final policy -> HF model dir + MLflow model"),
         StageDef("eval", "eval", ("reward", "model"), lambda s: "runners.eval", "tool-call accuracy with repeats"),
