@@ -246,3 +246,16 @@ def test_spec_error_names_the_spec_field_and_fix():
     assert isinstance(err, SpecError)
     assert str(err).startswith("spec 'verl8': train: verl 0.9.1 rejects the config (validate): real_train_batch_size (6)")
     assert "train.train_batch_size x train.rollout.n" in str(err)
+
+
+def test_lora_section_becomes_verls_model_lora_keys(verl8):
+    from registry.loader import deep_merge
+
+    data = deep_merge(verl8.model_dump(mode="json"), {"train": {"verl": {"lora": {"rank": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"]}}}})
+    data.pop("extends", None)
+    lora = Spec.model_validate(data)
+    args = dict(model_path="/m", train_files="/t", val_files="/v", checkpoint_dir="/c", env_vars={})
+    model = build_config(lora.train, lora, **args).config["actor_rollout_ref"]["model"]
+    assert (model["lora_rank"], model["lora_alpha"], model["target_modules"]) == (16, 32, ["q_proj", "v_proj"])
+    plain = build_config(verl8.train, verl8, **args).config["actor_rollout_ref"]["model"]
+    assert "lora_rank" not in plain, "off: verl's own default (0) stays"

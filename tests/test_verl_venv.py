@@ -55,7 +55,7 @@ def _variant(base: Spec, change: dict) -> Spec:
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
-    """verl7, verl8, a bad override key, an impossible batch size: one verl process for all four."""
+    """verl7, verl8, a bad override key, an impossible batch size, LoRA: one verl process for all five."""
     from runners.verl.compose import check_request, run_checks
 
     verl7 = load_spec(ROOT / "specs" / "verl7.yaml").spec
@@ -66,6 +66,7 @@ def checked(tmp_path_factory):
         "bad_key": _variant(verl8, {"train": {"verl": {"verl_overrides": {"actor_rollout_ref.actor.ppo_mini_batchsize": 8}}}}),
         # 6 prompts x 1 sample cannot be split over 4 GPUs
         "bad_batch": _variant(verl8, {"train": {"train_batch_size": 6, "ppo_mini_batch_size": 6, "rollout": {"n": 1}}}),
+        "lora": _variant(verl8, {"train": {"verl": {"lora": {"rank": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"]}}}}),
     }
     launches = {name: _launch_config(spec) for name, spec in cases.items()}
     requests = [check_request(launch, tmp_path_factory.mktemp(name)) for name, launch in launches.items()]
@@ -108,6 +109,16 @@ def test_verl8_composes_egpo_under_algorithm(checked):
     assert cfg7["algorithm"]["adv_estimator"] == "grpo" and "egpo" not in cfg7["algorithm"]
     assert cfg8["algorithm"]["adv_estimator"] == "egpo"
     assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "think"}
+
+
+def test_lora_keys_compose_and_pass_validate_config_up_to_its_vllm_check(checked):
+    """verl composes the LoRA keys; validate_config's last check (the rank against vLLM's allowed
+    ranks) imports verl's vLLM rollout, which needs vllm: on this CPU venv that is the only error."""
+    _, _, result = checked["lora"]
+    model = result["config"]["actor_rollout_ref"]["model"]
+    assert (model["lora_rank"], model["lora_alpha"], list(model["target_modules"])) == (16, 32, ["q_proj", "v_proj"])
+    assert result["ok"] or (result["error"]["step"] == "validate" and "vllm version None not supported" in result["error"]["message"]), result["error"]
+    assert _composed(checked, "verl8")["actor_rollout_ref"]["model"]["lora_rank"] == 0
 
 
 def test_bad_verl_key_is_a_spec_error_with_the_fix(checked):

@@ -19,6 +19,16 @@ from registry.spec.base import SpecModel
 _OVERRIDE_KEY_RE = re.compile(r"^(\+\+|\+|~)?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
+class VerlLoraSpec(SpecModel):
+    """LoRA on the actor (verl's ``actor_rollout_ref.model.lora_*``; the reference shares the frozen base)."""
+
+    rank: int = Field(32, ge=1, le=512, description="actor_rollout_ref.model.lora_rank (verl: 0 = off, so it is set only through this section; vLLM allows up to 512).")
+    alpha: float = Field(16, gt=0, description="actor_rollout_ref.model.lora_alpha.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", description="actor_rollout_ref.model.target_modules: `all-linear` or module names."
+    )
+
+
 class VerlSpec(SpecModel):
     """How to launch ``python -m verl.trainer.main_ppo`` for this spec."""
 
@@ -69,6 +79,7 @@ class VerlSpec(SpecModel):
     timeout_s: int | None = Field(
         None, ge=1, description="Kill verl after this many seconds (the stage then fails); null = no limit."
     )
+    lora: VerlLoraSpec | None = Field(None, description="Train LoRA adapters on the actor instead of every weight (None: full).")
     verl_overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Dotted verl keys passed as Hydra command-line overrides after everything else, for "

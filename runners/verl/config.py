@@ -68,6 +68,15 @@ class VerlLaunchConfig:
         return path
 
 
+def _lora_keys(lora: Any) -> dict[str, Any]:
+    """``train.verl.lora`` as verl's model keys (none when off: verl's lora_rank 0 default stays)."""
+    if lora is None:
+        return {}
+    targets = lora.target_modules
+    return {"lora_rank": lora.rank, "lora_alpha": lora.alpha,
+            "target_modules": targets if isinstance(targets, str) else list(targets)}
+
+
 def build_config(
     train: TrainSpec,
     spec: Spec,
@@ -129,6 +138,7 @@ def build_config(
                 "use_remove_padding": verl.use_remove_padding,
                 "trust_remote_code": spec.model.trust_remote_code if spec.model else False,
                 "enable_gradient_checkpointing": verl.gradient_checkpointing,
+                **_lora_keys(verl.lora),
             },
             "actor": {
                 "strategy": "fsdp",
