@@ -92,6 +92,7 @@ class Pipeline:
         force: bool | list[str] = False,
         echo: Callable[[str], None] = print,
         root: Path | None = None,
+        system_metrics: bool | None = None,
     ):
         self.loaded = loaded
         self.spec = loaded.spec
@@ -102,6 +103,9 @@ class Pipeline:
         self.store_root = stage_store_root(self.root)
         self.uri = tracking_uri()
         self.client: Any = None
+        self.system_metrics = system_metrics
+        """None: the spec's ``tracking.system_metrics``; False: off for this run (--no-system-metrics)."""
+        self.lineage: Any = None
         self._open_children: set[str] = set()
         """Stage runs started and not yet terminated: an interrupt anywhere marks them KILLED."""
 
@@ -109,6 +113,9 @@ class Pipeline:
     def run(self) -> RunSummary:
         stages = select_stages(self.loaded, self.only)
         self.client = ensure_store(self.uri)
+        from registry.datasets import DatasetLineage
+
+        self.lineage = DatasetLineage(self.client)
         from registry.recovery import reap_dead_runs, remove_stale_tmp
 
         reaped = reap_dead_runs(self.client)
@@ -128,6 +135,7 @@ class Pipeline:
                 for name, path in outcome.outputs.items():
                     inputs[f"{stage}.{name}"] = path
             headline = {k: v for s in summary.stages for k, v in s.metrics.items()}
+            self.lineage.log_to(parent_id)  # every dataset any stage used, cache hits included
             parent = Tracker(self.client, parent_id)
             parent.log_metrics(headline)
             parent.flush()
@@ -250,6 +258,10 @@ class Pipeline:
                           cache.TAG_HEADLINE: json.dumps(hit.metrics)})
         tracker.log_metrics(hit.metrics)
         tracker.flush()
+        from registry.datasets import run_dataset_inputs
+
+        self.lineage.log_to(child_id, run_dataset_inputs(self.client, hit.run_id))  # what the reused run used
+        self.lineage.collect(child_id)
         self._terminate(child_id, "FINISHED")
         return StageOutcome(stage, child_id, key, hit.run_id, hit.outputs, hit.metrics, hit.digests)
 
@@ -260,16 +272,25 @@ class Pipeline:
         tmp.mkdir(parents=True)
         work.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(self.client, child_id)
+        final = self.store_root / "stages" / stage / key / child_id
         ctx = StageContext(
             stage=stage, spec=self.spec, out_dir=tmp, work_dir=work, inputs=dict(inputs),
-            tracker=tracker, project_root=self.root, resolve_ref=self.resolve_ref,
+            tracker=tracker, project_root=self.root, resolve_ref=self.resolve_ref, final_dir=final,
         )
         section = getattr(self.spec, STAGES[stage].section)
+        from registry.quiet import quiet_hf
+        from registry.sysmetrics import system_metrics
+
+        tracking = self.spec.tracking
+        monitor = system_metrics(self.uri, child_id, tracking.system_metrics and self.system_metrics is not False,
+                                 tracking.system_metrics_interval_s)
         try:
+            self.lineage.log_to(child_id)  # the datasets of the stages before this one
             runner = load_runner(stage, self.spec)
-            result = runner.run(section, ctx)
+            with monitor, quiet_hf():
+                result = runner.run(section, ctx)
             tracker.flush()
-            final = self.store_root / "stages" / stage / key / child_id
+            self.lineage.collect(child_id)
             final.parent.mkdir(parents=True, exist_ok=True)
             outputs = {name: final / Path(p).resolve().relative_to(tmp.resolve()) if _inside(p, tmp) else Path(p)
                        for name, p in result.outputs.items()}

@@ -16,5 +16,13 @@ class MergeSpec(SpecModel):
         description="How the model reaches MLflow: `reference` logs a sha256 manifest + path, `copy` "
         "uploads the files, `auto` copies models under 200 MB and references larger ones.",
     )
-    register_model: bool = Field(False, description="Register the model in the MLflow model registry.")
-    registered_name: str | None = Field(None, description="Registry name; default = the spec name.")
+    register_model: bool = Field(
+        True, description="Register the logged model in the MLflow model registry (a new version per merge run)."
+    )
+    registered_name: str | None = Field(
+        None, description="Registry name; default `<experiment>-policy` (one registered model per MLflow experiment)."
+    )
+    alias: str | None = Field(
+        "candidate", description="Registry alias moved to the new version (`rlreg promote RUN --alias champion` "
+        "moves another); null = none.",
+    )

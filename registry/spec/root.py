@@ -17,6 +17,7 @@ from registry.spec.model import ModelSpec
 from registry.spec.reward import RewardSpec
 from registry.spec.sft import SFTSpec
 from registry.spec.train import TrainSpec
+from registry.spec.tracking import TrackingSpec
 
 SPEC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -60,6 +61,9 @@ class Spec(SpecModel):
     eval: EvalSpec | None = Field(None, description="eval stage: tool-call accuracy with repeats.")
     entropy: EntropySpec | None = Field(None, description="entropy stage: entropy after tool calls.")
     generate: GenerateSpec | None = Field(None, description="generate stage: q* optimal sampling.")
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="What rlreg records besides the stages' metrics (system metrics)."
+    )
 
     @field_validator("name")
     @classmethod
