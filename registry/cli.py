@@ -23,6 +23,7 @@ LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
     "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
     "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+    "promote": ("registry.promote:promote", "Point a registry alias (champion) at the model version of a run."),
 }
 
 
@@ -236,8 +237,10 @@ def diff(a: str, b: str, b_set: tuple[str, ...], a_set: tuple[str, ...], b_set_o
 @click.option("--force", is_flag=True, help="Re-run stages even when a cached result exists.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and e.g. the verl command) without running.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+@click.option("--no-system-metrics", "no_system_metrics", is_flag=True,
+              help="Do not log MLflow system metrics on the stage runs (spec: tracking.system_metrics).")
 def run(spec: str, set_keys: tuple[str, ...], overrides_text: str | None, stages: str | None, force: bool,
-        dry_run: bool, as_json: bool) -> None:
+        dry_run: bool, as_json: bool, no_system_metrics: bool) -> None:
     """Run a spec: one parent MLflow run, one child run per stage, cached stages reused.
 
     KEY=VALUE sets a key of the resolved spec (train.algorithm.egpo_lambda=0.2, seed=3); ~KEY
@@ -286,27 +289,14 @@ def run(spec: str, set_keys: tuple[str, ...], overrides_text: str | None, stages
     # "View run … at: <url>" for server URIs) goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with quiet:
-        summary = Pipeline(loaded, stages=only, force=force, echo=echo).run()
-    echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
-    for line in _headline_lines({k: v for s in summary.stages for k, v in s.metrics.items()}):
-        echo(f"  {line}")
+        summary = Pipeline(loaded, stages=only, force=force, echo=echo,
+                           system_metrics=False if no_system_metrics else None).run()
+    from registry.summary import closing_lines
+
+    for line in closing_lines(summary):
+        echo(line)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
-
-
-def _headline_lines(metrics: dict[str, float]) -> list[str]:
-    """`eval/accuracy = 0.55 [0.41, 0.69] 95% CI` instead of four lines per repeated metric."""
-    lines = []
-    for key, value in metrics.items():
-        if key.endswith(("_std", "_ci95_low", "_ci95_high")):
-            continue
-        base = key[: -len("_mean")] if key.endswith("_mean") else None
-        low, high = (metrics.get(f"{base}_ci95_low"), metrics.get(f"{base}_ci95_high")) if base else (None, None)
-        if low is not None and high is not None:
-            lines.append(f"{base} = {value:.4g} [{low:.4g}, {high:.4g}] 95% CI")
-        else:
-            lines.append(f"{key} = {value:.6g}")
-    return lines
 
 
 def _fail_attached_run(exc: RlregError) -> None:

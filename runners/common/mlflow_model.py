@@ -59,6 +59,7 @@ def save_pyfunc(dest: Path, model_dir: Path, manifest_path: Path, mode: str, dur
     if mode == "copy":
         artifacts = {"hf_model": str(model_dir)}
     else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         ref = dest.parent / "reference.json"
         ref.write_text(json.dumps({"path": str(durable_dir), "manifest": manifest_path.name}, indent=2) + "\n")
         artifacts = {"reference": str(ref), "manifest": str(manifest_path)}
