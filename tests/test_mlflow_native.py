@@ -135,3 +135,69 @@ def test_run_output_has_no_transformers_bars_and_a_short_summary(tiny_runs):
     closing = text[text.index("Done:"):text.index("{\n")]
     assert "mlflow ui --backend-store-uri" in closing and "sft/eval_loss" in closing
     assert "merge/num_params" not in closing and "convert/" not in closing
+
+
+@pytest.fixture(scope="module")
+def ui(tiny_runs):
+    """`mlflow ui` on the tiny store (loopback, own process group, stopped at the end)."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Debian `chromium` is not installed (scripts/system-deps.sh installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tiny_runs["tmp"] / "mlflow-ui.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tiny_runs["uri"],
+                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tiny_runs["tmp"], start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() - t0 > 240:
+                pytest.fail(f"mlflow ui did not answer on {base}:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+
+        def dom(page: str, profile: str) -> str:
+            r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                "--disable-background-networking", "--window-size=1400,1800",
+                                f"--user-data-dir={tiny_runs['tmp'] / profile}", "--virtual-time-budget=25000",
+                                "--dump-dom", f"{base}/{page}"], capture_output=True, text=True, timeout=300)
+            return r.stdout
+
+        yield {"dom": dom, **tiny_runs}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ui_shows_the_model_under_the_experiment_and_in_the_registry(ui):
+    client = ui["client"]
+    merge = client.get_run(_stage(ui, "a", "merge")["run_id"])
+    model_id = merge.data.tags["rlreg.logged_model"]
+    exp_id = merge.info.experiment_id
+    models_tab = ui["dom"](f"#/experiments/{exp_id}/models", "p1")
+    assert model_id in models_tab  # the logged model's row links to its page
+    registry = ui["dom"]("#/models/native-test-policy", "p2")
+    assert "native-test-policy" in registry and "candidate" in registry
