@@ -1,7 +1,7 @@
 """Log a merged Hugging Face model directory as an MLflow model (pyfunc) and register it.
 
     HF dir ─► mlflow.pyfunc.save_model(python_model=hf_pyfunc.py, artifacts=…)   (models from code)
-           ─► LoggedModel "model" of the merge run (experiment › Models tab; run › Logged models)
+           ─► LoggedModel "policy" of the merge run (experiment › Models tab; run › Logged models)
            ─► registry: <experiment>-policy vN (source models:/<id>), alias `candidate`
 
 ``copy`` puts the directory inside the model (``artifacts/hf_model``); ``reference`` puts only
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 PYFUNC_CODE = Path(__file__).with_name("hf_pyfunc.py")
-LOGGED_MODEL_NAME = "model"
+LOGGED_MODEL_NAME = "policy"  # runs:/<merge run>/policy; not "model", the run artifact dir of the verl merge
 DEFAULT_ALIAS = "candidate"
 
 
