@@ -89,3 +89,18 @@ def test_compare_on_the_real_pair(demo_pair):
                        env=demo_pair["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "eval/accuracy" in r.stdout
+
+
+def test_demo_registers_the_policy_quietly_with_datasets_everywhere(demo_pair):
+    """Issue 17 on the demo itself: a registry version per merge, `candidate` on the newest, no
+    transformers bars in the logs, and datasets on every run (the reused convert/sft included)."""
+    client = demo_pair["client"]
+    merges = {spec: stage_runs(demo_pair, spec)["merge"].info.run_id for spec in ("demo-grpo", "demo-egpo")}
+    versions = {v.run_id for v in client.search_model_versions("name = 'rlreg-demo-policy'")}
+    assert set(merges.values()) <= versions
+    assert client.get_model_version_by_alias("rlreg-demo-policy", "candidate").run_id == merges["demo-egpo"]
+    for log in demo_pair["logs"].values():
+        assert "Loading weights" not in log and "Writing model shards" not in log
+    for run in demo_pair["runs"]:
+        if run.data.tags.get("rlreg.role") in ("parent", "stage"):
+            assert run.inputs.dataset_inputs, (run.data.tags.get("rlreg.stage"), run.data.tags.get("rlreg.spec"))

@@ -73,3 +73,31 @@ def test_system_metrics_off_switch(tracker, mlflow_uri):
     with system_metrics(mlflow_uri, tracker.run_id, enabled=False) as monitor:
         assert monitor is None
     assert not any(k.startswith("system/") for k in tracker.client.get_run(tracker.run_id).data.metrics)
+
+
+def test_cli_switch_and_spec_field_turn_system_metrics_off(tmp_path, mlflow_uri, monkeypatch):
+    import json
+
+    import mlflow
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    base = "experiment: sysm\ndata: {synthetic: {num_records: 20, seed: 1}, test_size: 0.2}\n"
+    (specs / "on.yaml").write_text(base + "tracking: {system_metrics_interval_s: 0.2}\n")
+    (specs / "off.yaml").write_text(base + "tracking: {system_metrics: false}\n")
+    monkeypatch.setenv("RLREG_SPECS_DIR", str(specs))
+    monkeypatch.setenv("RLREG_HOME", str(tmp_path / "home"))
+    client = mlflow.MlflowClient(mlflow_uri)
+
+    def convert_metrics(*args):
+        r = CliRunner().invoke(main, ["run", *args, "--force", "--json"])
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout[r.stdout.index("{\n"):])
+        return client.get_run(out["stages"][0]["run_id"]).data.metrics
+
+    assert "system/cpu_utilization_percentage" in convert_metrics("on")
+    assert not any(k.startswith("system/") for k in convert_metrics("on", "--no-system-metrics"))
+    assert not any(k.startswith("system/") for k in convert_metrics("off"))
