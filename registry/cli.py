@@ -22,7 +22,8 @@ from registry.errors import RlregError, SpecError
 LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
     "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
-    "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+    "plot-entropy": ("analysis.entropy_cli:plot_entropy",
+                     "Plot entropy per tool round or policy entropy over steps (files, logs, rollout dumps, runs)."),
 }
 
 
