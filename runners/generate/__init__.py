@@ -21,13 +21,11 @@ import shutil
 import time
 from typing import Any
 
-import torch
-
 from registry.context import StageContext, StageResult
 from registry.errors import UsageError
 from registry.spec.generate import GenerateSpec
 from runners.generate.datasets import PromptRecord, load_records, to_prompt_records
-from runners.generate.decode import decode, tune_cpu_malloc
+from runners.generate.decode import decode, sample_generators, tune_cpu_malloc
 from runners.generate.mixer import DIAGNOSTIC_NAMES, QStarMixer
 from runners.generate.models import ModelPair, load_pair
 from runners.generate.report import log_run_summary, sample_summary
@@ -124,11 +122,13 @@ def _generate_batch(
     for p in batch:
         prompt_ids = tok(render_prompt(tok, p.messages, p.tools), add_special_tokens=False)["input_ids"]
         ids.append(prompt_ids[-spec.max_prompt_tokens:] if spec.max_prompt_tokens else prompt_ids)
-    generator = torch.Generator(device="cpu").manual_seed(spec.seed + batch[0].index)
+    # per-sample streams: a resumed run that re-batches the missing samples draws what an
+    # uninterrupted run drew
+    generators = sample_generators(spec.seed, [p.index for p in batch])
     models = [pair.theta] if pair.target is None else [pair.theta, pair.target]
     result = decode(
         models, ids, mixer, pad_id=tok.pad_token_id, eos_ids=_eos_ids(pair), max_new_tokens=spec.max_new_tokens,
-        top_k=spec.top_k, top_p=spec.top_p, generator=generator, vocab_size=pair.vocab_size,
+        top_k=spec.top_k, top_p=spec.top_p, generators=generators, vocab_size=pair.vocab_size,
     )
     records, diags, n_tokens = [], [], 0
     for p, tokens, eos, token_diags in zip(batch, result.tokens, result.stopped_on_eos, result.diagnostics):
