@@ -80,6 +80,11 @@ class GenerateSpec(SpecModel):
         0.02, gt=0, le=1,
         description="Rows whose lumped tail mass exceeds this are re-solved exactly on the full vocabulary.",
     )
+    alpha_gap_rtol: float = Field(
+        5e-3, gt=0, le=1,
+        description="Certificate of the compact solve: a row whose exact |KL(q‖π_θ) − KL(q‖π_t)| exceeds "
+        "this × the larger KL (+ 1e-6) is re-solved exactly on the full vocabulary.",
+    )
     # -- decoding
     batch_size: int = Field(8, ge=1, description="Prompts decoded together (one output flush per batch).")
     max_new_tokens: int = Field(256, ge=1, description="Generation cap per response.")

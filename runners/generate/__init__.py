@@ -58,7 +58,7 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
         tune_cpu_malloc()
     mixer = QStarMixer(
         spec.alpha_method, fixed_alpha=spec.fixed_alpha, tol=spec.alpha_tol, temperature=spec.temperature,
-        support_eps=spec.alpha_support_eps, max_tail=spec.alpha_max_tail,
+        support_eps=spec.alpha_support_eps, max_tail=spec.alpha_max_tail, gap_rtol=spec.alpha_gap_rtol,
     )
     ctx.tracker.log_params({"resolved": {
         "dataset": str(dataset_path), "model_theta": str(pair.theta_path), "model_t": pair.target_desc,
@@ -91,6 +91,8 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
         "generate/alpha_solve_ms_per_position": 1e3 * stats.solve_seconds / max(stats.positions, 1),
         "generate/alpha_exact_fraction": stats.exact_rows / max(stats.positions, 1),
         "generate/alpha_max_tail_mass": stats.max_tail,
+        "generate/alpha_gap_fallbacks": float(stats.gap_fallback_rows),
+        "generate/alpha_max_rel_kl_gap": stats.max_rel_gap,
     })
     ctx.tracker.log_metrics(metrics)
     info = {"samples": int(metrics.get("generate/samples", 0)), "new": len(todo), "resumed": resumed,

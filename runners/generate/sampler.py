@@ -55,7 +55,7 @@ class QStarSampler:
 
     def __init__(self, model_theta: Any, model_t: Any | None, tokenizer: Any, alpha_method: str = "kl_symmetry", *,
                  fixed_alpha: float = 0.5, alpha_tol: float = 1e-6, support_eps: float = 1e-5,
-                 max_tail: float = 0.02, chat_template: bool = True):
+                 max_tail: float = 0.02, gap_rtol: float = 5e-3, chat_template: bool = True):
         if alpha_method not in ALPHA_METHODS:
             raise ValueError(f"alpha_method must be one of {', '.join(ALPHA_METHODS)} (got {alpha_method!r})")
         if not 0.0 <= fixed_alpha <= 1.0:
@@ -63,6 +63,7 @@ class QStarSampler:
         self.model_theta, self.model_t, self.tokenizer = model_theta, model_t, tokenizer
         self.alpha_method, self.fixed_alpha = alpha_method, fixed_alpha
         self.alpha_tol, self.support_eps, self.max_tail = alpha_tol, support_eps, max_tail
+        self.gap_rtol = gap_rtol
         self.chat_template = chat_template
         width = _logit_width(model_theta)
         self.vocab_size = min(width, _logit_width(model_t)) if model_t is not None else width
@@ -88,7 +89,8 @@ class QStarSampler:
                          (p if isinstance(p, str) else "\n".join(m["content"] for m in messages)))
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         mixer = QStarMixer(self.alpha_method, fixed_alpha=self.fixed_alpha, tol=self.alpha_tol,
-                           temperature=temperature, support_eps=self.support_eps, max_tail=self.max_tail)
+                           temperature=temperature, support_eps=self.support_eps, max_tail=self.max_tail,
+                           gap_rtol=self.gap_rtol)
         models = [self.model_theta] if self.model_t is None else [self.model_theta, self.model_t]
         result = decode(models, ids, mixer, pad_id=tok.pad_token_id, eos_ids=_eos_ids(tok, self.model_theta),
                         max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
@@ -117,7 +119,7 @@ def create_optimal_sampling_model(model_theta: str | Path, model_t: str | Path |
     directories and return a :class:`QStarSampler`. ``alpha_method``: ``kl_symmetry`` (both KLs
     equal), ``fixed`` (``fixed_alpha=``), ``entropy`` (H(π_t)/(H(π_θ)+H(π_t))). ``options`` go to
     :class:`QStarSampler` (``fixed_alpha``, ``alpha_tol``, ``support_eps``, ``max_tail``,
-    ``chat_template``). Raises ``UsageError`` when the two models do not share a tokenizer."""
+    ``gap_rtol``, ``chat_template``). Raises ``UsageError`` when the two models do not share a tokenizer."""
     from runners.generate.models import check_same_tokenizer
     from runners.modeling import load_model
 
