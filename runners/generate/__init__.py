@@ -24,11 +24,13 @@ from typing import Any
 from registry.context import StageContext, StageResult
 from registry.errors import UsageError
 from registry.spec.generate import GenerateSpec
-from runners.generate.datasets import PromptRecord, load_records, to_prompt_records
+from runners.generate.adapters import adapt
+from runners.generate.datasets import PromptRecord
 from runners.generate.decode import decode, sample_generators, tune_cpu_malloc
 from runners.generate.mixer import DIAGNOSTIC_NAMES, QStarMixer
 from runners.generate.models import ModelPair, load_pair
 from runners.generate.report import log_run_summary, sample_summary
+from runners.generate.sources import check_not_hub_id, load_source
 from runners.generate.writer import SampleWriter
 
 DATA_FILE = "generated.jsonl"
@@ -41,10 +43,9 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
     apply_cpu_threads(ctx.spec.model)  # model.cpu_threads (tiny models: 1 thread is faster)
     spec = stage_spec
     dataset_path = _dataset_path(spec, ctx)
-    prompts = to_prompt_records(
-        load_records(dataset_path), dataset_path, messages_field=spec.messages_field,
-        prompt_field=spec.prompt_field, response_field=spec.response_field,
-    )
+    if spec.dataset:
+        check_not_hub_id(spec.dataset, dataset_path)
+    prompts = adapt(load_source(dataset_path, spec.split), dataset_path, spec)
     start = spec.start_idx or 0
     if start >= len(prompts):
         raise UsageError(f"generate.start_idx={start} but {dataset_path} has only {len(prompts)} records")
