@@ -24,6 +24,8 @@ LAZY_COMMANDS = {
     "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
     "plot-entropy": ("analysis.entropy_cli:plot_entropy",
                      "Plot entropy per tool round or policy entropy over steps (files, logs, rollout dumps, runs)."),
+    "analyze-diagnostics": ("analysis.qstar_diagnostics:analyze_diagnostics",
+                            "Compare q* α methods from generate diagnostics (files or runs)."),
 }
 
 
