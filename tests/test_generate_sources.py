@@ -145,3 +145,5 @@ def test_the_stage_reads_a_save_to_disk_split_through_a_custom_adapter(make_ctx,
     assert [r["sample_idx"] for r in rows] == [0, 1]
     assert rows[1]["messages"][:2] == [{"role": "system", "content": "S"}, {"role": "user", "content": "What is 1 + 1?"}]
     assert rows[1]["reference_response"] == "2"
+    assert 0.0 <= result.metrics["generate/alpha_outside_range_fraction"] <= 1.0
+    assert result.metrics["generate/alpha_gap_fallbacks"] >= 0 and "generate/alpha_max_rel_kl_gap" in result.metrics
