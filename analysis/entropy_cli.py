@@ -36,7 +36,8 @@ from registry.errors import InputDataError, RlregError, UsageError
 @click.option("--experiment", default=None, help="Every run of this MLflow experiment with an entropy history.")
 @click.option("--study", default=None, help="Every cell of this study (tag rlreg.study) with an entropy history.")
 @click.option("--labels", "labels", multiple=True,
-              help="Labels for the sources in the order given (comma-separated or repeated).")
+              help="One label per source (comma-separated or repeated), in this order: entropy files "
+                   "(options, then trailing files), log files, rollout dirs, runs, experiment/study runs.")
 @click.option("--with_stats", "--with-stats", is_flag=True, help="Step histories: add a mean/max/min panel.")
 @click.option("--metric", default=S.ENTROPY_KEY, show_default=True, help="Log / MLflow metric holding the entropy.")
 @click.option("--simulate", "use_simulated", is_flag=True, help="Plot simulated demo data (labelled as such).")
@@ -158,7 +159,7 @@ def _plot_rounds(sources, after_tool_only, title, output) -> str:
     records: list[dict] = []
     for s in sources:
         recs = s.records or []
-        if len(sources) == 1 and not s.label_given:
+        if len(sources) == 1 and not s.label_given and any(r.get("model") for r in recs):
             records += recs  # the records' own model labels
             continue
         models = {r.get("model", "") for r in recs}
