@@ -36,7 +36,7 @@ class MixerStats:
     gap_fallback_rows: int = 0
     """Rows whose compact α failed the KL-gap certificate and were re-solved exactly."""
     max_rel_gap: float = 0.0
-    """Largest certified |KL(q‖π_θ) − KL(q‖π_t)| / max(KLs) returned (after any fallback)."""
+    """Largest (|KL(q‖π_θ) − KL(q‖π_t)| − 1e-6)⁺ / max(KLs) returned (after any fallback)."""
 
 
 class QStarMixer:
