@@ -73,10 +73,16 @@ def spec_refs(section: Any) -> set[str]:
 def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, str]:
     from registry.stages import load_runner
 
+    out = {}
+    if "reward" in STAGES[stage].reads and getattr(spec.reward, "path", None):
+        # a custom reward file decides the scores: key on its bytes (the spec names only its path)
+        from runners.reward_file import custom_path
+
+        reward_path = custom_path(spec.reward, project_root)
+        out["external:reward.path"] = digest_path(reward_path) if reward_path.exists() else "missing"
     hook = getattr(load_runner(stage, spec), "external_inputs", None)
     if hook is None:
-        return {}
-    out = {}
+        return out
     for name, path in hook(getattr(spec, STAGES[stage].section), project_root).items():
         # a missing file is the runner's error to report, with its own message
         out[f"external:{name}"] = digest_path(path) if Path(path).exists() else "missing"
