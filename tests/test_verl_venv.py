@@ -107,7 +107,7 @@ def test_verl8_composes_egpo_under_algorithm(checked):
     cfg7, cfg8 = _composed(checked, "verl7"), _composed(checked, "verl8")
     assert cfg7["algorithm"]["adv_estimator"] == "grpo" and "egpo" not in cfg7["algorithm"]
     assert cfg8["algorithm"]["adv_estimator"] == "egpo"
-    assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "think"}
+    assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "response"}
 
 
 def test_bad_verl_key_is_a_spec_error_with_the_fix(checked):
