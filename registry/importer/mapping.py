@@ -71,6 +71,7 @@ DELIBERATE: dict[str, str] = {
     "data.val_files": "rlreg validates on the convert stage's test.parquet",
     "trainer.logger": "rlreg logs verl's metrics to MLflow (console + mlflow)",
     "trainer.experiment_name": "rlreg names verl's experiment after the spec",
+    "trainer.default_local_dir": "rlreg keeps checkpoints in the train stage's work dir unless train.verl.checkpoint_dir is set (the import sets it when the experiment does)",
     "reward.custom_reward_function": "rlreg writes the reward at reward.custom_reward_function, the key verl 0.9.1's main_ppo reads",
     "custom_reward_function": "a top-level custom_reward_function is not migrated by verl 0.9.1's main_ppo (mapped to `reward`)",
     "ray_kwargs.ray_init.runtime_env.env_vars": "rlreg passes its MLflow and PYTHONPATH environment to the Ray workers",
