@@ -4,7 +4,6 @@ same config as the directory's Hydra files, key by key on every key verl reads."
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
