@@ -106,12 +106,12 @@ def differing_keys(ours: dict[str, Any], theirs: dict[str, Any], base: dict[str,
         if deliberate_reason(key):
             continue
         a, b = ours.get(key, flat_base.get(key)), theirs.get(key, flat_base.get(key))
-        if not _same(a, b):
+        if not same_value(a, b):
             out[key] = (a, b)
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
         return float(a) == float(b)
     return a == b
