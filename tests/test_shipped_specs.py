@@ -86,7 +86,7 @@ def test_diff_text_and_md_formats():
     assert "| `train.rollout.n` | 4 | 4 |" in r.output
 
 
-@pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy"])
+@pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy", "import"])
 def test_help_smoke(cmd):
     r = CliRunner().invoke(main, [cmd, "--help"])
     assert r.exit_code == 0, r.output
