@@ -232,3 +232,28 @@ def test_custom_reward_file_scores_the_rollouts(warm, make_ctx, tmp_path):
     ctx = make_ctx("train", spec, inputs={"convert.train": parquet, "sft.model": model_dir}, name="bad")
     with pytest.raises(RewardFunctionError, match=r"const.py: compute_score returned \[1\] \(list\), not a finite number, for solution_str="):
         run(ctx.spec.train, ctx)
+
+
+def test_think_scope_gets_the_prompt_ids(warm, make_ctx, monkeypatch):
+    """The builtin trainer hands think_span_mask the left-padded prompts of the batch, so a chat
+    template that opens <think> in the prompt (Qwen3-Thinking) is seen (tests/test_think_scope.py)."""
+    import runners.train.loop as loop
+
+    seen = []
+    real = loop.think_span_mask
+
+    def spy(response_ids, mask, open_id, close_id, prompt_ids=None):
+        seen.append((response_ids.shape, None if prompt_ids is None else prompt_ids.clone()))
+        return real(response_ids, mask, open_id, close_id, prompt_ids=prompt_ids)
+
+    monkeypatch.setattr(loop, "think_span_mask", spy)
+    parquet, model_dir = warm
+    spec = task.train_spec("egpo", total_training_steps=1)
+    ctx = make_ctx("train", spec, inputs={"convert.train": parquet, "sft.model": model_dir})
+    run(ctx.spec.train, ctx)
+    (shape, prompts), = seen
+    assert prompts is not None and prompts.shape[0] == shape[0]
+    from transformers import AutoTokenizer
+
+    pad = AutoTokenizer.from_pretrained(model_dir).pad_token_id
+    assert (prompts[:, -1] != pad).all()  # left-padded: every prompt ends at the last column
