@@ -149,6 +149,27 @@ def load_reward(reward_spec: Any, project_root: Path, data_source: str = "") -> 
     return Reward(f"{reward_spec.path}:{name}", hashlib.sha256(path.read_bytes()).hexdigest(), score)
 
 
+def check_file(reward_spec: Any, project_root: Path) -> None:
+    """Without importing it (it may need the verl venv's packages): the custom file exists and
+    defines ``name`` at top level. For the verl backend, whose workers import the file themselves."""
+    import ast
+
+    path = custom_path(reward_spec, project_root)
+    if path is None:
+        return
+    if not path.is_file():
+        raise SpecError(f"reward.path: {path}: no such file (set `reward.path` to a Python file, relative to the project root)")
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError) as exc:
+        raise SpecError(f"reward.path: {path}: not valid Python ({exc})") from exc
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    if reward_spec.name not in defined:
+        raise SpecError(f"reward.path: {path}: no function {reward_spec.name!r} (reward.name; "
+                        f"top-level functions: {sorted(defined) or 'none'})")
+
+
 def verl_reward_config(reward_spec: Any, project_root: Path) -> dict[str, Any]:
     """verl 0.9.1's ``reward.custom_reward_function`` section (the key main_ppo reads; a top-level
     ``custom_reward_function`` is not migrated there)."""

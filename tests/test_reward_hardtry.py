@@ -161,3 +161,24 @@ def test_custom_file_is_in_the_cache_key_and_tags(tmp_path):
     assert key1 != key2  # a reward file edited in place is not a stale cache hit
     assert tags["rlreg.reward_function"] == "rewards/x.py:compute_score"
     assert tags["rlreg.reward_sha256"] != reward_tags(spec, tmp_path)["rlreg.reward_sha256"]
+
+
+def test_verl_backend_checks_the_file_before_launch(tmp_path):
+    from registry.loader import load_spec
+    from runners.verl import describe as describe_train
+
+    data = load_spec("verl7").spec.model_dump(mode="json")
+    data["name"] = "verl7-reward-check"
+    data["reward"] = {"path": str(tmp_path / "r.py"), "name": "score"}
+    data["train"]["verl"]["python"] = str(tmp_path / "no-verl" / "python")  # describe without composing
+    from registry.spec import Spec
+
+    spec = Spec.model_validate(data)
+    with pytest.raises(SpecError, match=r"reward.path: .*r.py: no such file"):
+        describe_train(spec.train, spec)
+    (tmp_path / "r.py").write_text("import verl_only_package\n\ndef other(a, b, c, extra_info=None):\n    return 0\n")
+    with pytest.raises(SpecError, match=r"no function 'score' .*\['other'\]"):
+        describe_train(spec.train, spec)
+    (tmp_path / "r.py").write_text("import verl_only_package\n\ndef score(a, b, c, extra_info=None):\n    return 0\n")
+    text = describe_train(spec.train, spec)  # not imported here: it may need the verl venv's packages
+    assert str(tmp_path / "r.py") in text

@@ -211,7 +211,7 @@ def test_describe_without_verl_prints_the_launch_and_says_why_not_composed(verl8
     assert "adv_estimator: egpo" in text and "lambda: 0.4" in text
     assert "not composed: no verl python at /nonexistent/venv/bin/python" in text
     assert "scripts/setup-verl-venv.sh" in text
-    assert "algorithm.egpo.entropy_scope: think" in text and len(text.splitlines()) < 120
+    assert "algorithm.egpo.entropy_scope: response" in text and len(text.splitlines()) < 120  # verl8 as it ran
     written = tmp_path / "dry-run" / "verl8" / "verl" / f"{CONFIG_NAME}.yaml"
     assert f"generated config file: {written}" in text and written.is_file()
     data = describe_json(spec.train, spec)

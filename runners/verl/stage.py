@@ -64,6 +64,9 @@ def plan_train(
     tracking_uri: str,
     run_id: str,
 ) -> TrainPlan:
+    from runners.reward_file import check_file
+
+    check_file(spec.reward, project_root)  # verl's workers import it: a missing file must fail here, not on the GPUs
     env = verl_env(project_root=PROJECT_ROOT, tracking_uri=tracking_uri, run_id=run_id)
     launch_config = build_config(
         train,
