@@ -163,7 +163,7 @@ def test_dry_run_is_short_and_names_the_full_composed_config(tmp_path, monkeypat
     path = Path(data["files"]["composed_config"])
     assert path.parent == tmp_path / "dry-run" / "verl8" / "verl" and f"full config: {path}" in text
     full = path.read_text()
-    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "think"
+    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "response"
     diff = data["differs_from_defaults"]
     assert diff["algorithm.adv_estimator"] == {"default": "gae", "value": "egpo", "by": "spec"}
     assert diff["algorithm.egpo.lambda"] == {"default": "<absent>", "value": 0.4, "by": "spec"}
