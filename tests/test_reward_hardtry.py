@@ -164,21 +164,24 @@ def test_custom_file_is_in_the_cache_key_and_tags(tmp_path):
 
 
 def test_verl_backend_checks_the_file_before_launch(tmp_path):
+    # plan_train is what both the dry run and the launch go through
     from registry.loader import load_spec
-    from runners.verl import describe as describe_train
+    from registry.spec import Spec
+    from runners.verl.stage import plan_train
 
     data = load_spec("verl7").spec.model_dump(mode="json")
-    data["name"] = "verl7-reward-check"
     data["reward"] = {"path": str(tmp_path / "r.py"), "name": "score"}
-    data["train"]["verl"]["python"] = str(tmp_path / "no-verl" / "python")  # describe without composing
-    from registry.spec import Spec
-
     spec = Spec.model_validate(data)
+
+    def plan():
+        return plan_train(spec.train, spec, project_root=tmp_path, model_path="/m", train_files="t", val_files="v",
+                          checkpoint_dir=tmp_path / "ckpt", config_dir=tmp_path / "cfg", tracking_uri="file:///x", run_id="r")
+
     with pytest.raises(SpecError, match=r"reward.path: .*r.py: no such file"):
-        describe_train(spec.train, spec)
+        plan()
     (tmp_path / "r.py").write_text("import verl_only_package\n\ndef other(a, b, c, extra_info=None):\n    return 0\n")
     with pytest.raises(SpecError, match=r"no function 'score' .*\['other'\]"):
-        describe_train(spec.train, spec)
+        plan()
     (tmp_path / "r.py").write_text("import verl_only_package\n\ndef score(a, b, c, extra_info=None):\n    return 0\n")
-    text = describe_train(spec.train, spec)  # not imported here: it may need the verl venv's packages
-    assert str(tmp_path / "r.py") in text
+    launch = plan().launch  # not imported here: it may need the verl venv's packages
+    assert launch.config["reward"]["custom_reward_function"] == {"path": str(tmp_path / "r.py"), "name": "score", "reward_kwargs": {}}

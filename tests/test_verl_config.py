@@ -221,7 +221,7 @@ def test_describe_without_verl_prints_the_launch_and_says_why_not_composed(verl8
 
 
 def test_config_diff_names_changed_new_and_removed_keys():
-    from runners.verl.describe import config_diff, flatten
+    from runners.verl.dry_run import config_diff, flatten
 
     assert flatten({"a": {"b": 1, "c": {}}, "d": [1, 2]}) == {"a.b": 1, "a.c": {}, "d": [1, 2]}
     defaults = {"data": {"seed": None, "batch": 1024, "gone": 1}, "trainer": {"logger": ["console", "wandb"]}}

@@ -1,6 +1,6 @@
 """The train stage on verl: plan (spec → config, env, argv), check with verl, launch, collect.
 
-``run_train`` is ``runners.verl.run``; ``plan_train`` is shared with the dry run (``describe.py``).
+``run_train`` is ``runners.verl.run``; ``plan_train`` is shared with the dry run (``dry_run.py``).
 """
 
 from __future__ import annotations
