@@ -90,7 +90,8 @@ def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, 
         from runners.reward_file import custom_path
 
         reward_path = custom_path(spec.reward, project_root)
-        out["external:reward.path"] = digest_path(reward_path) if reward_path.exists() else "missing"
+        out["external:reward.path"] = (memo_digest(reward_path, stage_store_root(project_root) / "fingerprints")
+                                       if reward_path.exists() else "missing")
     hook = getattr(load_runner(stage, spec), "external_inputs", None)
     if hook is None:
         return out
