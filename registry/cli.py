@@ -27,6 +27,7 @@ LAZY_COMMANDS = {
                      "Plot entropy per tool round or policy entropy over steps (files, logs, rollout dumps, runs)."),
     "analyze-diagnostics": ("analysis.qstar_diagnostics:analyze_diagnostics",
                             "Compare q* α methods from generate diagnostics (files or runs)."),
+    "import": ("registry.importer.cli:import_cmd", "Write a spec from a hardtry-style experiment directory."),
     "verify": ("registry.verify:verify", "Re-hash cached stage outputs; mark runs whose outputs changed."),
 }
 
