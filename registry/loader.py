@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from registry import yamlsafe
 from registry.errors import SpecError, UsageError
 from registry.spec import SPEC_NAME_RE, Spec
 from registry.validation import display_path, format_validation_error
@@ -46,7 +47,8 @@ def spec_path(ref: str, base_dir: Path | None = None) -> Path:
     if ref.endswith((".yaml", ".yml")):
         path = Path(ref).expanduser()
         if not path.is_file():
-            raise UsageError(f"spec file '{ref}' does not exist")
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise UsageError(f"spec file '{ref}' {what}")
         return path.resolve()
     if not SPEC_NAME_RE.match(ref):
         raise UsageError(
@@ -67,6 +69,9 @@ def spec_path(ref: str, base_dir: Path | None = None) -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     where = display_path(path)
+    wrong = yamlsafe.check_regular_file(path)  # before opening: a FIFO would block the read
+    if wrong:
+        raise SpecError(f"{where}: {wrong}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -74,12 +79,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SpecError(f"{where}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)  # bounded: alias expansion, duplicate keys, huge integers
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}: invalid YAML{pos}: {problem} (fix the syntax)") from None
+        fix = "" if problem.endswith(")") else " (fix the syntax)"  # bounded-loader messages carry their own
+        raise SpecError(f"{where}: invalid YAML{pos}: {problem}{fix}") from None
     except RecursionError:
         raise SpecError(f"{where}: YAML nested too deeply (flatten the structure)") from None
     if data is None:

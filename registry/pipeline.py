@@ -22,17 +22,14 @@ from filelock import FileLock
 
 from registry import cache
 from registry.context import StageContext
-from registry.errors import RlregError, StageFailed, UsageError
+from registry.errors import RlregError, StageFailed, Terminated, UsageError
 from registry.gitinfo import git_diff, git_info
 from registry.hashing import digest_path, spec_hash
 from registry.loader import LoadedSpec, project_root
+from registry.redact import redact_text
 from registry.stages import STAGES, load_runner, stage_spec_payload
 from registry.store import all_experiment_ids, ensure_store, experiment_id, stage_store_root, tracking_uri
 from registry.tracking import Tracker
-
-
-class Terminated(BaseException):
-    """SIGTERM turned into an exception so runs are marked KILLED on the way out."""
 
 
 @dataclass
@@ -289,8 +286,8 @@ class Pipeline:
             tb = traceback.format_exc()
             try:
                 tracker.log_text(tb, "error.txt")
-                self.client.set_tag(child_id, "rlreg.error", str(exc)[:7000])
-                self.client.set_tag(parent_id, "rlreg.error", f"{stage}: {str(exc)[:7000]}")
+                self.client.set_tag(child_id, "rlreg.error", redact_text(str(exc))[:7000])
+                self.client.set_tag(parent_id, "rlreg.error", f"{stage}: {redact_text(str(exc))[:7000]}")
             finally:
                 self._terminate(child_id, "FAILED")
                 shutil.rmtree(tmp, ignore_errors=True)
