@@ -95,7 +95,7 @@ def list_cmd(as_json: bool) -> None:
         try:
             loaded = load_spec(path)
             rows.append({"name": loaded.name, "extends": loaded.spec.extends, "stages": loaded.spec.stages(),
-                         "description": loaded.spec.description, "valid": True})
+                         "description": redact_text(loaded.spec.description), "valid": True})
         except Exception as exc:  # one broken file must not hide the others  # noqa: BLE001
             rows.append({"name": path.stem, "extends": None, "stages": [], "description": "",
                          "valid": False, "error": redact_text(_problem_lines(exc)[0])})

@@ -78,7 +78,10 @@ _KEY_VALUE = re.compile(
     r"(?P<key>(?<![\w.\-])-{0,2}[A-Za-z_][\w.\-]*)(?P<sep>[\"']?[ \t]*[:=][ \t]*[\"']?)"
     r"(?=(?P<val>(?<=\")[^\"\n]*|(?<=')[^'\n]*|[^\s\"',}\]&]+))"
 )
-_OPTION_VALUE = re.compile(r"(?P<key>(?<!\S)--?[A-Za-z][\w\-]*)(?P<sep>[ \t]+)(?=(?P<val>[^\s\-\"'][^\s\"']*))")
+# --name value, and the same as list items: "--name", "value" / ['--name', 'value']
+_OPTION_VALUE = re.compile(
+    r"(?P<key>(?<![\w\-])--?[A-Za-z][\w\-]*)(?P<sep>[ \t]+|[\"']?,[ \t]*[\"']?)(?=(?P<val>[^\s\-\"',][^\s\"',]*))"
+)
 
 
 def _mask_pairs(text: str, pattern: re.Pattern) -> str:
@@ -118,6 +121,8 @@ def redact_obj(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: redact_value(str(k), v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
+        if obj and all(isinstance(v, str) for v in obj):
+            return redact_argv(list(obj))  # an argument list: ["--api-key", "X"]
         return [redact_obj(v) for v in obj]
     if isinstance(obj, str):
         return redact_text(obj)

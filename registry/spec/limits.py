@@ -35,6 +35,10 @@ def check_mlflow_key(key: str, prefix: str = "") -> str | None:
 
 
 def check_experiment_name(name: str) -> str | None:
+    from registry.redact import redact_text
+
+    if redact_text(name) != name:  # an experiment name goes to the store as is: no secret in it
+        return "the experiment name looks like it holds a secret (a token or a URL password; rename it)"
     if not name.strip():
         return "the experiment name is empty (give one, e.g. rl-registry)"
     if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
