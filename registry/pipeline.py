@@ -171,11 +171,15 @@ class Pipeline:
             exp_id = experiment_id(self.client, spec.experiment)
             parent_id = self.client.create_run(exp_id, tags={"mlflow.runName": spec.name}).info.run_id
         tracker = Tracker(self.client, parent_id)
-        tracker.set_tags(tags)
-        tracker.log_params(spec_dump(spec))
-        tracker.log_dict(spec_dump(spec), "spec.yaml")
-        if tags.get("rlreg.git_dirty") == "true":
-            tracker.log_text(git_diff(self.root), "git.diff")
+        try:
+            tracker.set_tags(tags)
+            tracker.log_params(spec_dump(spec))
+            tracker.log_dict(spec_dump(spec), "spec.yaml")
+            if tags.get("rlreg.git_dirty") == "true":
+                tracker.log_text(git_diff(self.root), "git.diff")
+        except BaseException:  # never leave a parent RUNNING because its metadata was refused
+            self.client.set_terminated(parent_id, "FAILED")
+            raise
         return parent_id, exp_id
 
     def _experiment_name(self, exp_id: str) -> str:

@@ -36,8 +36,8 @@ class AlgorithmSpec(SpecModel):
     kl_loss_coef: float = Field(0.001, le=100.0, ge=0, description="KL loss weight.")
     kl_loss_type: Literal["low_var_kl", "kl", "mse"] = Field("low_var_kl", description="KL estimator.")
     entropy_coeff: float = Field(0.0, ge=-1.0, le=1.0, description="Entropy regularisation weight (verl's entropy_coeff).")
-    clip_ratio_low: float = Field(0.20, lt=1.0, ge=0, description="PPO clip ε below 1.")
-    clip_ratio_high: float = Field(0.28, le=10.0, ge=0, description="PPO clip ε above 1 (clip-higher).")
+    clip_ratio_low: float = Field(0.20, gt=0, lt=1.0, description="PPO clip ε below 1: ratios under 1 - ε are clipped, in (0, 1).")
+    clip_ratio_high: float = Field(0.28, gt=0, le=10.0, description="PPO clip ε above 1 (clip-higher), in (0, 10].")
     loss_agg_mode: Literal["token-mean", "seq-mean-token-mean"] = Field("token-mean", description="Loss aggregation.")
 
     @model_validator(mode="after")
