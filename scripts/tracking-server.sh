@@ -19,7 +19,8 @@
 #
 # Settings (env): HOST (127.0.0.1), PORT (5000), PG_PORT (5433), SERVER_DIR (.rlreg/server),
 # WORKERS (4), ARTIFACTS (SERVER_DIR/artifacts, or s3://… etc.), AUTH (auto | basic-auth | none;
-# auto = basic-auth beyond loopback, none on loopback).
+# auto = basic-auth beyond loopback, none on loopback), ALLOWED_HOSTS (MLflow's --allowed-hosts,
+# needed beyond loopback, e.g. "gpu-head:5000,10.0.0.5:5000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOST=${HOST:-127.0.0.1}; PORT=${PORT:-5000}; PG_PORT=${PG_PORT:-5433}; WORKERS=${WORKERS:-4}
@@ -104,7 +105,8 @@ start() {
   if [ "$mode" = basic-auth ]; then setup_basic_auth; app=(--app-name basic-auth); fi
   "$MLFLOW" db upgrade "$PG_URI" >/dev/null   # migrate once, before any worker or client
   nohup "$MLFLOW" server "${app[@]}" --backend-store-uri "$PG_URI" --artifacts-destination "$ARTIFACTS" \
-    --host "$HOST" --port "$PORT" --workers "$WORKERS" >"$SERVER_DIR/mlflow.log" 2>&1 &
+    --host "$HOST" --port "$PORT" --workers "$WORKERS" ${ALLOWED_HOSTS:+--allowed-hosts "$ALLOWED_HOSTS"} \
+    >"$SERVER_DIR/mlflow.log" 2>&1 &
   echo $! >"$SERVER_DIR/mlflow.pid"
   for _ in $(seq 120); do
     if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
