@@ -58,7 +58,12 @@ class Spec(SpecModel):
         "letters, digits, _ - . : / and spaces, at most 241 characters; values at most 8000 characters. "
         "Values of secret-looking keys (token, password, api_key…) are stored as ***.",
     )
-    seed: int = Field(42, ge=0, le=SEED_MAX, description="Global seed (stages have their own seeds too).")
+    seed: int = Field(
+        42, ge=0, le=SEED_MAX,
+        description="The run's seed: train.seed and eval.seed default to it (rollout sampling, prompt order, "
+        "eval sampling). convert (data.seed), sft (sft.seed) and the tiny base model (model.tiny.seed) keep "
+        "their own seeds, so they are shared across seeds (docs/seeds.md).",
+    )
     pipeline: list[StageName] | None = Field(
         None,
         description="Stages to run, in canonical order convert → sft → train → merge → eval → "
@@ -102,6 +107,13 @@ class Spec(SpecModel):
                 raise ValueError(f"tags.{key}: the value is {len(value)} characters; MLflow keeps "
                                  f"{MAX_TAG_VALUE_LENGTH} (shorten it, or put the text in `description`)")
         return tags
+
+    @model_validator(mode="after")
+    def _stage_seeds(self) -> "Spec":
+        from registry.seeds import fill_stage_seeds
+
+        fill_stage_seeds(self)
+        return self
 
     @model_validator(mode="after")
     def _pipeline_consistent(self) -> "Spec":
