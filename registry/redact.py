@@ -37,6 +37,7 @@ _SECRET_ANYWHERE = {
 _SECRET_LAST = {"token", "auth", "pat", "bearer"}
 # ... or have "key" right after a qualifier (`api_key`, `aws_secret_access_key`; not `cache_key`).
 _KEY_QUALIFIERS = {"api", "access", "secret", "private", "ssh", "signing", "encryption", "client", "master", "auth"}
+_SPECIAL_TOKENS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "additional", "start", "end", "stop"}
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -48,8 +49,10 @@ def is_secret_key(key: str) -> bool:
     words = [w.lower() for w in re.split(r"[_\-\s]+", _CAMEL.sub("_", last)) if w]
     if not words:
         return False
-    if _SECRET_ANYWHERE & set(words) or words[-1] in _SECRET_LAST:
+    if _SECRET_ANYWHERE & set(words):
         return True
+    if words[-1] in _SECRET_LAST:  # but a tokenizer's `eos_token: </s>` names a vocabulary entry
+        return not (words[-1] == "token" and len(words) > 1 and words[-2] in _SPECIAL_TOKENS)
     joined = "".join(words)
     if any(s in joined for s in ("apikey", "secretkey", "accesskey", "privatekey", "password", "passwd")):
         return True
@@ -84,6 +87,9 @@ _OPTION_VALUE = re.compile(
 )
 
 
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
 def _mask_pairs(text: str, pattern: re.Pattern) -> str:
     out: list[str] = []
     pos = 0
@@ -91,7 +97,8 @@ def _mask_pairs(text: str, pattern: re.Pattern) -> str:
         if m.start() < pos:
             continue
         val = m.group("val")
-        if not is_secret_key(m.group("key")) or not val or val in (REDACTED, "null", "None") or val.startswith("$"):
+        if (not val or val in (REDACTED, "null", "None", "true", "false") or val.startswith("$") or _NUMBER.match(val)
+                or not is_secret_key(m.group("key"))):  # numbers are ids and sizes (a vocab's "token": 42)
             continue
         out += [text[pos:m.end("sep")], REDACTED]
         pos = m.end("sep") + len(val)
@@ -99,14 +106,16 @@ def _mask_pairs(text: str, pattern: re.Pattern) -> str:
     return "".join(out)
 
 
-def redact_text(text: str) -> str:
-    """Mask every secret in free text (logs, diffs, command lines, YAML/JSON bodies)."""
+def redact_text(text: str, keys: bool = True) -> str:
+    """Mask every secret in free text (logs, diffs, command lines, YAML/JSON bodies). ``keys=False``
+    applies only the value-based rules: for files stages produce (data, models), where a key named
+    like a secret is content (a vocabulary entry "password"), not a credential."""
     if not text:
         return text
     text = _URL_USERINFO.sub(lambda m: f"{m.group('pre')}:{REDACTED}@", text)
     text = _AUTH_SCHEME.sub(lambda m: m.group("pre") + REDACTED, text)
     text = _TOKEN_SHAPES.sub(REDACTED, text)
-    return _mask_pairs(_mask_pairs(text, _KEY_VALUE), _OPTION_VALUE)
+    return _mask_pairs(_mask_pairs(text, _KEY_VALUE), _OPTION_VALUE) if keys else text
 
 
 def redact_value(key: str, value: Any) -> Any:
@@ -155,13 +164,13 @@ def is_text_artifact(path: Path) -> bool:
     return path.suffix.lower() in TEXT_SUFFIXES and path.is_file()
 
 
-def redacted_copy(path: Path, dest: Path) -> bool:
+def redacted_copy(path: Path, dest: Path, keys: bool = True) -> bool:
     """Write ``path`` with secrets masked to ``dest`` line by line; True if anything changed."""
     changed = False
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as src, \
             open(dest, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
         for line in src:
-            clean = redact_text(line)
+            clean = redact_text(line, keys)
             changed = changed or clean != line
             out.write(clean)
     return changed
@@ -191,11 +200,12 @@ def write_text(path: Path, text: str) -> None:
     Path(path).write_text(redact_text(text), encoding="utf-8")
 
 
-def redacted_tree(directory: Path) -> Path | None:
+def redacted_tree(directory: Path, keys: bool = False) -> Path | None:
     """If any text file under ``directory`` holds a secret, a temp mirror with those files masked
-    (others hard-linked or copied) to log instead; None when the directory is clean."""
+    (others hard-linked or copied) to log instead; None when the directory is clean. Value-based
+    rules only by default (a model directory's tokenizer files name tokens, not credentials)."""
     directory = Path(directory)
-    dirty = [p for p in directory.rglob("*") if is_text_artifact(p) and redact_text(_read(p)) != _read(p)]
+    dirty = [p for p in directory.rglob("*") if is_text_artifact(p) and redact_text(_read(p), keys) != _read(p)]
     if not dirty:
         return None
     mirror = Path(tempfile.mkdtemp(prefix="rlreg-redacted-"))
@@ -206,7 +216,7 @@ def redacted_tree(directory: Path) -> Path | None:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if p in dirty:
-            redacted_copy(p, target)
+            redacted_copy(p, target, keys)
         else:
             try:
                 os.link(p, target)

@@ -6,7 +6,8 @@ flushed as ``log_batch`` calls (≤ 1000 metrics each) when the buffer fills, ev
 and on ``flush()``/``close()``.
 
 Every value leaving through this class passes registry/redact.py first (params, tags, texts,
-dicts, tables, artifact files): the tracker is the boundary where spec content enters the store.
+dicts, tables: all rules; artifact files and directories: the value-based rules, since they are
+stage outputs whose keys are content): the tracker is the boundary where spec content enters the store.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ class Tracker:
         if redact.is_text_artifact(path):
             with tempfile.TemporaryDirectory(prefix="rlreg-redact-") as tmp:
                 clean = Path(tmp) / path.name
-                if redact.redacted_copy(path, clean):
+                # value-based rules: files are stage outputs (data, models, logs); the files rlreg
+                # writes from the spec are masked in full when written (verl config, launch logs)
+                if redact.redacted_copy(path, clean, keys=False):
                     self.client.log_artifact(self.run_id, str(clean), artifact_path)
                     return
         self.client.log_artifact(self.run_id, str(path), artifact_path)

@@ -186,7 +186,7 @@ def test_secret_keys(key):
 
 @pytest.mark.parametrize("key", ["max_new_tokens", "max_tokens", "tokenizer", "data.tokenizer", "rlreg.cache_key",
                                  "ppo_max_token_len_per_gpu", "author", "auth_mode", "key", "num_tokens", "token_budget_x",
-                                 "rollout.max_response_length", "monkey"])
+                                 "rollout.max_response_length", "monkey", "eos_token", "pad_token", "tokenizer.bos_token"])
 def test_not_secret_keys(key):
     assert not redact.is_secret_key(key)
 
@@ -217,13 +217,19 @@ def test_redact_argv_and_files(tmp_path):
     log.write_text(f"args: {{'api_key': '{S_OPT}', 'port': 1}}\nok\n")
     assert redact.redact_file(log) and S_OPT not in log.read_text() and "'port': 1" in log.read_text()
     assert not redact.redact_file(log)  # already clean: untouched
-    d = tmp_path / "cfg"
+    d = tmp_path / "model"
     d.mkdir()
-    (d / "a.yaml").write_text(f"token: {S_EQ}\n")
+    # a model directory: its tokenizer files name tokens; they must be logged byte for byte
+    (d / "tokenizer_config.json").write_text('{"eos_token": "</s>", "pad_token": "<pad>"}\n')
+    (d / "vocab.json").write_text('{"password": 3552, "token": 17, "secret": 9}\n')
     (d / "w.bin").write_bytes(b"\x00\x01")
+    assert redact.redacted_tree(d) is None
+    (d / "notes.txt").write_text(f"pushed with https://u:{S_URL}@hub and {S_HF}\n")
     mirror = redact.redacted_tree(d)
-    assert mirror is not None and S_EQ not in (mirror / "a.yaml").read_text() and (mirror / "w.bin").is_file()
-    assert S_EQ in (d / "a.yaml").read_text()  # the source stays as it was; only the logged copy is masked
+    assert mirror is not None and (mirror / "w.bin").is_file()
+    assert S_URL not in (mirror / "notes.txt").read_text() and S_HF not in (mirror / "notes.txt").read_text()
+    assert (mirror / "vocab.json").read_text() == (d / "vocab.json").read_text()
+    assert S_URL in (d / "notes.txt").read_text()  # the source stays as it was; only the logged copy is masked
 
 
 def test_tracker_masks_tags_params_texts_and_tables(tracker):
