@@ -62,6 +62,15 @@ def test_yaml_level_limits(tmp_path, text, expect):
     assert expect in one_error(cli(["validate", str(tmp_path / "s.yaml")]), 2)
 
 
+@pytest.mark.parametrize("override", [
+    "seed=" + "9" * 5000,
+    "tags.x=[&a [1,1,1,1,1,1,1,1,1,1], " + ", ".join(f"&{c} [{','.join([f'*{p}'] * 10)}]" for p, c in zip("abcde", "bcdef")) + "]",
+])
+def test_command_line_overrides_are_bounded_too(override):
+    r = CliRunner().invoke(main, ["show", "demo-grpo", override])
+    assert r.exit_code == 2 and r.output.startswith("Error: override ") and "Traceback" not in r.output
+
+
 def test_fifo_and_device_spec_files_do_not_block(tmp_path):
     fifo = tmp_path / "f.yaml"
     os.mkfifo(fifo)
