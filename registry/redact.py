@@ -87,7 +87,7 @@ _OPTION_VALUE = re.compile(
 )
 
 
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_NUMBER = re.compile(r"^-?\d{1,9}(\.\d+)?$")  # short numbers only: a long digit run may be a PIN or key
 
 
 def _mask_pairs(text: str, pattern: re.Pattern) -> str:

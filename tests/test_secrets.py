@@ -197,7 +197,7 @@ def test_not_secret_keys(key):
     (f'{{"password": "{S_OPT} with spaces"}}', "with spaces"), (f"hf_token: {S_EQ}\n", S_EQ),
     (f"Authorization: Bearer {S_OPT}", S_OPT), (f"see {S_HF}.", S_HF), (S_SK, S_SK), (S_GH, S_GH),
     (f"id={S_AWS}", S_AWS), (S_JWT, S_JWT), (f"https://h/cb?access_token={S_EQ}&x=1", S_EQ),
-    (f"+trainer.wandb_api_key={S_EQ}", S_EQ), (f"{{'OPENAI_API_KEY': '{S_EQ}'}}", S_EQ),
+    (f"+trainer.wandb_api_key={S_EQ}", S_EQ), ("--api-key " + "2" * 24, "2" * 24), (f"{{'OPENAI_API_KEY': '{S_EQ}'}}", S_EQ),
 ])
 def test_redact_text_masks(text, secret):
     clean = redact.redact_text(text)
