@@ -99,7 +99,7 @@ def list_cmd(as_json: bool) -> None:
                          "description": redact_text(loaded.spec.description), "valid": True})
         except Exception as exc:  # one broken file must not hide the others  # noqa: BLE001
             rows.append({"name": path.stem, "extends": None, "stages": [], "description": "",
-                         "valid": False, "error": redact_text(_problem_lines(exc)[0])})
+                         "valid": False, "error": redact_text(_problem_lines(exc, path.stem)[0])})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
