@@ -146,7 +146,8 @@ def _resolve_raw(path: Path, seen: list[Path]) -> tuple[dict[str, Any], list[Pat
         return own, [path], {k: path for k in _leaf_keys(own)}, None
     where = display_path(path)
     if not isinstance(parent_ref, str):
-        raise SpecError(f"{where}: extends: must be a spec name, got {parent_ref!r}")
+        raise SpecError(f"{where}: extends: must be a spec name, got {parent_ref!r} "
+                        "(write the name of another spec, e.g. extends: demo-grpo)")
     if not SPEC_NAME_RE.match(parent_ref):
         raise SpecError(
             f"{where}: extends: '{parent_ref}' is not a valid spec name "
