@@ -87,6 +87,8 @@ _OPTION_VALUE = re.compile(
 )
 
 
+# `key: old -> new`, as `rlreg run`/`show` print overrides and changes
+_CHANGE = re.compile(r"(?P<key>(?<![\w.\-])[A-Za-z_][\w.\-]*)(?P<sep>:[ \t]+\S+[ \t]+->[ \t]+)(?=(?P<val>\S+))")
 _NUMBER = re.compile(r"^-?\d{1,9}(\.\d+)?$")  # short numbers only: a long digit run may be a PIN or key
 
 
@@ -115,7 +117,11 @@ def redact_text(text: str, keys: bool = True) -> str:
     text = _URL_USERINFO.sub(lambda m: f"{m.group('pre')}:{REDACTED}@", text)
     text = _AUTH_SCHEME.sub(lambda m: m.group("pre") + REDACTED, text)
     text = _TOKEN_SHAPES.sub(REDACTED, text)
-    return _mask_pairs(_mask_pairs(text, _KEY_VALUE), _OPTION_VALUE) if keys else text
+    if not keys:
+        return text
+    for pattern in (_KEY_VALUE, _CHANGE, _OPTION_VALUE):
+        text = _mask_pairs(text, pattern)
+    return text
 
 
 def redact_value(key: str, value: Any) -> Any:

@@ -163,6 +163,11 @@ def test_no_secret_reaches_store_rlreg_tree_or_console(probe):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 0, (args, res.output)
         console += res.output
+    for args in (["show", "probe", f"tags.hf_token={S_HF}"], ["diff", "probe", "probe", f"tags.password={S_OPT}"],
+                 ["run", "probe", "--dry-run", f"tags.api_key={S_EQ}"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, (args, res.output)
+        console += res.output
     assert [s for s in SECRETS if s in console] == []
     hits = _hits(probe["tmp"] / "store") + _hits(probe["tmp"] / "rlreg-home")
     assert probe["db"].is_file() and (probe["tmp"] / "store" / "mlruns").is_dir()
@@ -197,7 +202,7 @@ def test_not_secret_keys(key):
     (f'{{"password": "{S_OPT} with spaces"}}', "with spaces"), (f"hf_token: {S_EQ}\n", S_EQ),
     (f"Authorization: Bearer {S_OPT}", S_OPT), (f"see {S_HF}.", S_HF), (S_SK, S_SK), (S_GH, S_GH),
     (f"id={S_AWS}", S_AWS), (S_JWT, S_JWT), (f"https://h/cb?access_token={S_EQ}&x=1", S_EQ),
-    (f"+trainer.wandb_api_key={S_EQ}", S_EQ), ("--api-key " + "2" * 24, "2" * 24), (f"{{'OPENAI_API_KEY': '{S_EQ}'}}", S_EQ),
+    (f"+trainer.wandb_api_key={S_EQ}", S_EQ), (f"  set tags.api_key: {S_OPT} -> {S_EQ}", S_EQ), ("--api-key " + "2" * 24, "2" * 24), (f"{{'OPENAI_API_KEY': '{S_EQ}'}}", S_EQ),
 ])
 def test_redact_text_masks(text, secret):
     clean = redact.redact_text(text)
