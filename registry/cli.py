@@ -27,6 +27,7 @@ LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
     "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
     "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+    "import": ("registry.importer.cli:import_cmd", "Write a spec from a hardtry-style experiment directory."),
     "verify": ("registry.verify:verify", "Re-hash cached stage outputs; mark runs whose outputs changed."),
 }
 

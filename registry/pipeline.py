@@ -258,7 +258,7 @@ class Pipeline:
         if stage in ("train", "eval"):
             from registry.reward_info import reward_tags
 
-            tags.update(reward_tags(self.spec))
+            tags.update(reward_tags(self.spec, self.root))
         run = self.client.create_run(exp_id, tags=tags)
         self._open_children.add(run.info.run_id)
         tracker = Tracker(self.client, run.info.run_id)

@@ -23,7 +23,7 @@ import torch
 from registry.context import StageContext, StageResult
 from registry.spec.sft import SFTSpec
 from runners.modeling import apply_cpu_threads, load_model, resolve_base_model
-from runners.reward import REWARD_FUNCTIONS
+from runners.reward_file import load_reward
 from runners.sft.checkpoint import apply_checkpoint, resume_checkpoint, save_checkpoint
 from runners.sft.data import BatchPlan, Example, collate, load_examples
 from runners.sft.format_check import format_report
@@ -169,7 +169,7 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
         sample = test[: spec.format_samples]
         longest = max(len(tokenizer(e.ground_truth, add_special_tokens=False)["input_ids"]) for e in sample)
         rates, rows = format_report(
-            model, tokenizer, sample, REWARD_FUNCTIONS[ctx.spec.reward.function],
+            model, tokenizer, sample, load_reward(ctx.spec.reward, ctx.project_root, ctx.spec.data.data_source if ctx.spec.data else ""),
             max_new_tokens=longest + 16, batch_size=spec.batch_size,
         )
         result_metrics["sft/format_rate"] = rates["format_rate"]

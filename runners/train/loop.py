@@ -25,7 +25,7 @@ from registry.errors import InputDataError, UsageError
 from registry.spec.train import TrainSpec
 from runners.common.advantages import get_estimator, think_span_mask, think_token_ids
 from runners.modeling import load_model, pick_device, render_prompt, resolve_base_model
-from runners.reward import REWARD_FUNCTIONS
+from runners.reward_file import load_reward
 from runners.train.checkpoint import (
     apply_trainer_state,
     copy_tree,
@@ -90,7 +90,7 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         ref_model.requires_grad_(False)
 
     plan = _plan(spec, ctx, tokenizer, train_parquet)
-    reward_fn = REWARD_FUNCTIONS[ctx.spec.reward.function]
+    reward_fn = load_reward(ctx.spec.reward, ctx.project_root, _data_source(ctx))
     estimator = get_estimator(spec.algorithm.adv_estimator)
     think_ids = _think_ids(spec, tokenizer)
     optimizer, scheduler = build_optimizer(model, spec, plan.total_steps)
@@ -274,3 +274,8 @@ def _finish(ctx: StageContext, model, tokenizer, history: MetricsHistory, ckpt_r
         info={"steps": plan.total_steps, "prompts": len(plan.prompts), "filtered_overlong": plan.filtered,
               "resumed_from_step": resume_step or 0},
     )
+
+
+def _data_source(ctx: StageContext) -> str:
+    """What verl passes a reward as ``data_source``: the convert stage's column value."""
+    return ctx.spec.data.data_source if ctx.spec.data is not None else ""
