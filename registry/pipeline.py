@@ -22,18 +22,15 @@ from filelock import FileLock
 
 from registry import cache
 from registry.context import StageContext
-from registry.errors import RlregError, StageFailed, UsageError
+from registry.errors import RlregError, StageFailed, Terminated, UsageError
 from registry.gitinfo import git_diff, git_info
 from registry.hashing import digest_and_fingerprint, spec_hash
 from registry.loader import LoadedSpec, project_root
+from registry.redact import redact_text
 from registry.selection import check_force, leading_cached, not_cached
 from registry.stages import STAGES, load_runner, stage_spec_payload
 from registry.store import all_experiment_ids, ensure_store, experiment_id, stage_store_root, tracking_uri
 from registry.tracking import Tracker
-
-
-class Terminated(BaseException):
-    """SIGTERM turned into an exception so runs are marked KILLED on the way out."""
 
 
 @dataclass
@@ -193,11 +190,15 @@ class Pipeline:
             exp_id = experiment_id(self.client, spec.experiment)
             parent_id = self.client.create_run(exp_id, tags={"mlflow.runName": spec.name}).info.run_id
         tracker = Tracker(self.client, parent_id)
-        tracker.set_tags(tags)
-        tracker.log_params(spec_dump(spec))
-        tracker.log_dict(spec_dump(spec), "spec.yaml")
-        if tags.get("rlreg.git_dirty") == "true":
-            tracker.log_text(git_diff(self.root), "git.diff")
+        try:
+            tracker.set_tags(tags)
+            tracker.log_params(spec_dump(spec))
+            tracker.log_dict(spec_dump(spec), "spec.yaml")
+            if tags.get("rlreg.git_dirty") == "true":
+                tracker.log_text(git_diff(self.root), "git.diff")
+        except BaseException:  # never leave a parent RUNNING because its metadata was refused
+            self.client.set_terminated(parent_id, "FAILED")
+            raise
         return parent_id, exp_id
 
     def _experiment_name(self, exp_id: str) -> str:
@@ -341,8 +342,8 @@ class Pipeline:
             tb = traceback.format_exc()
             try:
                 tracker.log_text(tb, "error.txt")
-                self.client.set_tag(child_id, "rlreg.error", str(exc)[:7000])
-                self.client.set_tag(parent_id, "rlreg.error", f"{stage}: {str(exc)[:7000]}")
+                self.client.set_tag(child_id, "rlreg.error", redact_text(str(exc))[:7000])
+                self.client.set_tag(parent_id, "rlreg.error", f"{stage}: {redact_text(str(exc))[:7000]}")
             finally:
                 self._terminate(child_id, "FAILED")
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from registry.spec.base import SpecModel
+from registry.spec.base import MAX_STEPS, SpecModel
 
 
 class MergeSpec(SpecModel):
-    step: int | None = Field(None, ge=1, description="Checkpoint step to merge; null = the newest.")
+    step: int | None = Field(None, le=MAX_STEPS, ge=1, description="Checkpoint step to merge; null = the newest.")
     log_mode: Literal["auto", "reference", "copy"] = Field(
         "auto",
         description="How the model reaches MLflow: `reference` logs a sha256 manifest + path, `copy` "
