@@ -90,6 +90,8 @@ def sign_flip_p(d: Sequence[float], seed: int = BOOTSTRAP_SEED, n_resamples: int
     if not np.any(d):
         return 1.0
     nz = d[d != 0]  # zero differences flip to themselves; dropping them makes exact enumeration reach further
+    if nz.size == 1:  # both sign patterns are as extreme as the observed one
+        return 1.0
     res = stats.permutation_test((nz, np.zeros_like(nz)), lambda x, y: np.mean(x - y), permutation_type="samples",
                                  n_resamples=max(n_resamples, 2 ** min(nz.size, 16)), alternative="two-sided",
                                  random_state=np.random.default_rng(seed))

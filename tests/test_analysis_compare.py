@@ -141,10 +141,12 @@ def test_cache_hit_and_logged_ci_fallbacks(mlflow_uri):
     assert reuse.source == "repeats" and reuse.repeats == source.accuracy == src.repeats
 
 
-def test_percent_detection():
+def test_percent_is_a_property_of_the_metric():
     assert compare.is_fraction("eval/accuracy_mean", [0.6, 0.62])
     assert compare.is_fraction("eval/format_valid_rate_mean", [0.9, 1.0])
-    assert not compare.is_fraction("eval/accuracy_mean", [61.7, 61.9])  # already in percent
+    # an interval bound outside [0, 1] no longer switches percent off for the row
+    assert compare.is_fraction("eval/accuracy_mean", [0.02, -0.027])
+    assert compare.is_fraction("eval/tool_name_accuracy_mean")
     assert not compare.is_fraction("eval/response_length_mean", [0.5])
 
 
@@ -157,7 +159,9 @@ def test_renderers(demo):
     expected = (f"demo-egpo − demo-grpo = {ref.diff * 100:+.1f} pts "
                 f"[{ref.low * 100:+.1f}, {ref.high * 100:+.1f}]").replace("-", "−").replace("demo−", "demo-")
     assert expected in text
-    assert ("within noise" in text) == (ref.low <= 0 <= ref.high)
+    assert ("no difference detected at this sample size" in text) == (ref.low <= 0 <= ref.high)
+    assert "within noise" not in text
+    assert "unit: eval repeats; covers eval sampling only: 5 vs 5 repeats" in text
 
     data = json.loads(render.to_json(comp))
     acc = next(m for m in data["metrics"] if m["metric"] == "eval/accuracy_mean")
