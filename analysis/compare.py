@@ -29,6 +29,7 @@ from analysis.paired import paired_diff, per_prompt
 from analysis.stats import MeanCI, clip_proportion, holm, mean_ci, mean_ci_from_interval
 from analysis.verdict import UNIT_REPEATS, UNIT_SEEDS, Diff, paired_diff as paired_verdict, repeats_diff, seeds_diff
 from registry.errors import UsageError
+from registry.parent_view import CURVE_KEYS
 
 # Folded into the ``_mean`` cell (interval, n) rather than shown as rows of their own.
 COMPANION_RE = re.compile(r"(_ci95_low|_ci95_high|_std|/repeats)$")
@@ -105,8 +106,10 @@ def is_fraction(metric: str, values: Sequence[float] = ()) -> bool:
 
 
 def default_metrics(records: Sequence[R.RunRecord]) -> list[str]:
+    """Every headline metric on the parents; the per-step curves copied onto them are figures (their
+    last values are the ``*_last`` headline metrics)."""
     keys = sorted({k for r in records for k in r.metrics})
-    return [k for k in keys if not COMPANION_RE.search(k)]
+    return [k for k in keys if not COMPANION_RE.search(k) and k not in CURVE_KEYS]
 
 
 def _repeat_values(histories: Any, child: R.RunRecord | None, key: str) -> list[float]:

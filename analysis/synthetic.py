@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry import parent_view
 from registry.flatten import flatten, param_items
 from registry.stats import mean_ci
 
@@ -116,7 +117,12 @@ def write_spec_run(
         "eval/accuracy_ci95_high": acc["ci_high"], "eval/repeats": float(repeats),
         "train/reward_mean_last": reward[-1], "actor/entropy_last": entropy[-1],
     }
-    _batch(client, pid, {k: [(0, v)] for k, v in headline.items()}, params=dict(param_items(flatten(spec))))
+    # as registry.parent_view: the parent has means (bounds stay on the eval child), the train
+    # curves, and only the params the run used
+    curves_on_parent = {"actor/entropy": list(enumerate(entropy)), "critic/score/mean": list(enumerate(reward))}
+    _batch(client, pid, {**{k: [(0, v)] for k, v in parent_view.headline(headline).items()}, **curves_on_parent},
+           params=dict(param_items(flatten(parent_view.parent_params(spec)))),
+           tags=parent_view.identity_tags(spec))
     if with_artifacts:
         client.log_text(pid, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 from filelock import FileLock
 
-from registry import cache
+from registry import cache, parent_view
 from registry.context import StageContext
 from registry.errors import RlregError, StageFailed, UsageError
 from registry.gitinfo import git_diff, git_info
@@ -125,11 +125,13 @@ class Pipeline:
             for i, stage in enumerate(stages, 1):
                 outcome = self._run_stage(stage, i, len(stages), parent_id, exp_id, inputs, digests)
                 summary.stages.append(outcome)
+                if stage == "train":  # the parent shows the training curves (compare page overlays them)
+                    parent_view.copy_curves(self.client, outcome.cache_hit or outcome.run_id, parent_id)
                 for name, path in outcome.outputs.items():
                     inputs[f"{stage}.{name}"] = path
             headline = {k: v for s in summary.stages for k, v in s.metrics.items()}
             parent = Tracker(self.client, parent_id)
-            parent.log_metrics(headline)
+            parent.log_metrics(parent_view.headline(headline))
             parent.flush()
             self.client.set_terminated(parent_id, "FINISHED")
         except (KeyboardInterrupt, Terminated):
@@ -163,6 +165,7 @@ class Pipeline:
             "mlflow.runName": spec.name,
             **git_info(self.root),
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
+            **parent_view.identity_tags(spec_dump(spec)),
         }
         attached = os.environ.pop("MLFLOW_RUN_ID", None)  # set by `mlflow run`
         if attached:
@@ -174,8 +177,9 @@ class Pipeline:
             exp_id = experiment_id(self.client, spec.experiment)
             parent_id = self.client.create_run(exp_id, tags={"mlflow.runName": spec.name}).info.run_id
         tracker = Tracker(self.client, parent_id)
+        parent_view.mark_classic_ml(self.client, exp_id)
         tracker.set_tags(tags)
-        tracker.log_params(spec_dump(spec))
+        tracker.log_params(parent_view.parent_params(spec_dump(spec)))
         tracker.log_dict(spec_dump(spec), "spec.yaml")
         if tags.get("rlreg.git_dirty") == "true":
             tracker.log_text(git_diff(self.root), "git.diff")

@@ -40,10 +40,12 @@ def test_numbers_equal_logged_values(demo):
     for cell, fake in zip(row.cells, (grpo, egpo)):
         logged = [m.value for m in client.get_metric_history(fake.child_ids["eval"], "eval/accuracy")]
         parent = client.get_run(fake.parent_id).data.metrics
+        child = client.get_run(fake.child_ids["eval"]).data.metrics  # interval bounds live on the eval child
         assert cell.source == "repeats" and cell.repeats == logged == fake.accuracy
         assert cell.value == pytest.approx(parent["eval/accuracy_mean"])
+        assert "eval/accuracy_ci95_low" not in parent
         assert (cell.ci.low, cell.ci.high) == pytest.approx(
-            (parent["eval/accuracy_ci95_low"], parent["eval/accuracy_ci95_high"]))
+            (child["eval/accuracy_ci95_low"], child["eval/accuracy_ci95_high"]))
         assert cell.ci.n == int(parent["eval/repeats"])
     d = row.diffs[1].ci
     ref = welch_diff(grpo.accuracy, egpo.accuracy)
@@ -83,7 +85,7 @@ def test_selected_metrics_include_child_histories(demo):
     assert comp.row("eval/accuracy").cells[0].repeats == grpo.accuracy
     entropy = comp.row("actor/entropy").cells
     assert [c.value for c in entropy] == [grpo.entropy[-1], egpo.entropy[-1]]
-    assert entropy[0].source == "child:train"
+    assert entropy[0].source == "parent"  # the parent carries the train curve (registry.parent_view)
 
 
 @pytest.mark.parametrize(
