@@ -214,25 +214,30 @@ def metric_histories(client: Any, run_ids: Iterable[str], keys: Iterable[str]) -
     """Every logged value of ``keys`` for ``run_ids`` as a DataFrame
     ``[run_id, key, step, value, timestamp]`` sorted by run, key, step.
 
-    On a SQL store this is one query per key for all runs (the store's ``get_metric_history_bulk``);
-    other stores (REST) fall back to one ``get_metric_history`` call per run and key.
+    Through MLflow's public client API only (``MlflowClient.get_metric_history``, one call per run
+    and key that the run logged): the same code on sqlite, PostgreSQL and a REST server. A run's
+    logged keys come from ``get_run`` so keys it never logged cost no call.
     """
     import pandas as pd
 
     run_ids, keys = list(dict.fromkeys(run_ids)), list(dict.fromkeys(keys))
     rows: list[tuple[str, str, int, float, int]] = []
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    bulk = getattr(store, "get_metric_history_bulk", None)
-    for key in keys:
-        if bulk is not None and run_ids:
-            for m in bulk(run_ids, key, max_results=10_000_000):
-                rows.append((m.run_id, key, m.step, m.value, m.timestamp))
-        else:
-            for rid in run_ids:
-                for m in client.get_metric_history(rid, key):
-                    rows.append((rid, key, m.step, m.value, m.timestamp))
+    for rid in run_ids:
+        logged = _logged_keys(client, rid)
+        for key in keys:
+            if logged is not None and key not in logged:
+                continue
+            for m in client.get_metric_history(rid, key):
+                rows.append((rid, key, m.step, m.value, m.timestamp))
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
     return frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _logged_keys(client: Any, run_id: str) -> set[str] | None:
+    get_run = getattr(client, "get_run", None)
+    if get_run is None:
+        return None
+    return set(get_run(run_id).data.metrics)
 
 
 @contextmanager

@@ -98,9 +98,11 @@ def welch_diff(a_values: Iterable[float], b_values: Iterable[float], confidence:
     return welch_from_summary(mean_ci(a_values, confidence), mean_ci(b_values, confidence), confidence)
 
 
-def verdict(d: DiffCI, metric: str = "", p_label: str = "p") -> str:
+def verdict(d: DiffCI, metric: str = "", p_label: str = "p", by_p: bool = False) -> str:
     """A plain reading of the interval. Containing 0 is "no difference detected at this sample
-    size (±half-width)": absence of evidence, never "no effect" (``docs/statistics.md``)."""
+    size (±half-width)": absence of evidence, never "no effect" (``docs/statistics.md``).
+    ``by_p``: decide by ``d.p < 1 − confidence`` instead (a multiplicity-adjusted p, whose
+    decision the unadjusted interval cannot make)."""
     from analysis.metrics import scale
 
     if not math.isfinite(d.diff):
@@ -110,7 +112,8 @@ def verdict(d: DiffCI, metric: str = "", p_label: str = "p") -> str:
     if d.low == d.high:  # both sides constant
         return "identical" if d.diff == 0 else "differs (no spread in either run)"
     p = f"{p_label} = {d.p:.2g}" if math.isfinite(d.p) else ""
-    if d.low <= 0.0 <= d.high:
+    undetected = (d.p >= 1.0 - d.confidence) if (by_p and math.isfinite(d.p)) else (d.low <= 0.0 <= d.high)
+    if undetected:
         factor, _, unit, digits = scale(metric)
         half = (d.high - d.low) / 2.0 * factor
         return f"no difference detected at this sample size (±{format(half, digits)}{unit}{', ' + p if p else ''})"

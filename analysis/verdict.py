@@ -49,7 +49,7 @@ class Diff:
     def verdict(self) -> str:
         label = "Holm-adjusted p" if math.isfinite(self.p_adjusted) else "p"
         d = DiffCI(self.ci.diff, self.ci.low, self.ci.high, self.ci.df, self.ci.t, self.p, self.ci.confidence)
-        return verdict(d, self.metric, label)
+        return verdict(d, self.metric, label, by_p=math.isfinite(self.p_adjusted))
 
     def sentence(self) -> str:
         """``eval/accuracy: egpo − grpo = +1.8 pts [−1.5, +5.1] (95% CI over training seeds, 3 vs 3, Welch):
@@ -57,7 +57,8 @@ class Diff:
         from analysis.render import diff_parts
 
         value, interval = diff_parts(self, is_proportion(self.metric))
-        how = f"{self.ci.confidence:.0%} CI over {self.unit}, n = {self.n[0]} vs {self.n[1]}" if self.unit else ""
+        n = f"n = {self.n[0]} prompts" if self.paired is not None else f"n = {self.n[0]} vs {self.n[1]}"
+        how = f"{self.ci.confidence:.0%} CI over {self.unit}, {n}" if self.unit else ""
         if self.test:
             how += f", {self.test}"
         return (f"{self.metric}: {self.b} − {self.a} = {value}{' ' + interval if interval else ''}"

@@ -189,16 +189,18 @@ def test_frames_and_bulk_histories(demo):
     assert "params.train.algorithm.egpo_lambda" in frame.columns
 
     ids = [grpo.child_ids["train"], egpo.child_ids["train"]]
-    bulk = runs.metric_histories(client, ids, ["actor/entropy", "train/reward_mean"])
-
-    class PerRunOnly:  # a store without the SQL bulk query (e.g. REST): the per-run fallback
-        def __init__(self, c):
-            self.get_metric_history = c.get_metric_history
-
-    slow = runs.metric_histories(PerRunOnly(client), ids, ["actor/entropy", "train/reward_mean"])
-    assert bulk[["run_id", "key", "step", "value"]].equals(slow[["run_id", "key", "step", "value"]])
-    got = bulk[(bulk.run_id == ids[1]) & (bulk.key == "actor/entropy")]["value"].tolist()
+    hist = runs.metric_histories(client, ids, ["actor/entropy", "train/reward_mean", "never/logged"])
+    got = hist[(hist.run_id == ids[1]) & (hist.key == "actor/entropy")]["value"].tolist()
     assert got == egpo.entropy
+    assert set(hist.key) == {"actor/entropy", "train/reward_mean"}
+    assert hist[(hist.run_id == ids[0]) & (hist.key == "train/reward_mean")]["step"].tolist() == list(range(20))
+
+
+def test_histories_use_the_public_client_api_only():
+    import pathlib
+
+    src = pathlib.Path(runs.__file__).read_text()
+    assert "_tracking_client" not in src and ".store" not in src
 
 
 def test_spec_from_run(demo):

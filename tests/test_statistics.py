@@ -147,3 +147,12 @@ def test_clip_keeps_mean_and_n():
     ci = clip_proportion(MeanCI(0.02, 0.03, -0.027, 0.067, 3))
     assert (ci.low, ci.high, ci.mean, ci.n) == (0.0, 0.067, 0.02, 3)
     assert welch_diff([0.1, 0.2], [0.3, 0.5]).has_ci
+
+
+def test_adjusted_p_decides_when_there_is_one():
+    from analysis.verdict import Diff
+
+    d = Diff("a", "b", DiffCI(0.15, 0.001, 0.31, math.nan, math.nan, 0.06), "eval/accuracy_mean", "prompts (paired)")
+    assert d.verdict == "higher (p = 0.06)"  # unadjusted: the interval decides
+    d.p_adjusted = 0.12
+    assert d.verdict == "no difference detected at this sample size (±15.5 pts, Holm-adjusted p = 0.12)"
