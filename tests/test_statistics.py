@@ -152,7 +152,7 @@ def test_clip_keeps_mean_and_n():
 def test_adjusted_p_decides_when_there_is_one():
     from analysis.verdict import Diff
 
-    d = Diff("a", "b", DiffCI(0.15, 0.001, 0.31, math.nan, math.nan, 0.06), "eval/accuracy_mean", "prompts (paired)")
+    d = Diff("a", "b", DiffCI(0.15, 0.001, 0.311, math.nan, math.nan, 0.06), "eval/accuracy_mean", "prompts (paired)")
     assert d.verdict == "higher (p = 0.06)"  # unadjusted: the interval decides
     d.p_adjusted = 0.12
     assert d.verdict == "no difference detected at this sample size (±15.5 pts, Holm-adjusted p = 0.12)"
