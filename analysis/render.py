@@ -131,7 +131,8 @@ def to_markdown(comp: Comparison) -> str:
         "| `" + row.metric + "` | " + " | ".join(_md_escape(fmt_cell(c, row.percent)) for c in row.cells) + " |"
         for row in comp.rows
     ]
-    out = [head, sep, *body]
+    verdict = verdict_lines(comp)
+    out = ([*[f"> {v.strip()}" + "  " for v in verdict], ""] if verdict else []) + [head, sep, *body]
     diffs = _diff_lines(comp)
     if diffs:
         out += ["", "| metric | role | difference | 95% CI | unit | verdict |", "|---|---|---|---|---|---|"]

@@ -28,6 +28,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_CACHE_HIT = "rlreg.cache_hit"
 SPEC_ARTIFACT = "spec.yaml"
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+RUN_PREFIX_RE = re.compile(r"^[0-9a-f]{6,31}$")
 
 
 @dataclass
@@ -142,11 +143,36 @@ def resolve(client: Any, ref: str, run_id: str | None = None) -> RunRecord:
             raise UsageError(f"run {run_id} belongs to spec '{record.spec}', not '{ref}' (fix the --run pairing)")
     elif RUN_ID_RE.match(ref):
         record = get_run(client, ref)
+    elif RUN_PREFIX_RE.match(ref) and ref not in known_specs(client, limit=10_000):
+        record = get_run(client, resolve_prefix(client, ref))
     else:
         return latest_parent(client, ref)
     if record.role == "stage" and record.tags.get(TAG_PARENT):
         record = get_run(client, record.tags[TAG_PARENT])
     return record
+
+
+def resolve_prefix(client: Any, prefix: str) -> str:
+    """A unique run id prefix (≥ 6 hex digits) → the full run id.
+
+    TODO(runref): helper `studies` adds the shared resolver ``registry/runref.py``; once it is on
+    main, call it here. Until then: the rlreg runs of every experiment, matched client-side
+    (MLflow's filter language has no prefix match on run ids).
+    """
+    try:
+        from registry import runref  # type: ignore[attr-defined]
+    except ImportError:
+        runref = None
+    shared = getattr(runref, "resolve_run_id", None)
+    if shared is not None:
+        return str(shared(client, prefix))
+    runs = _search(client, f"tags.`{TAG_ROLE}` != ''", max_results=50000)
+    hits = sorted({r.info.run_id for r in runs if r.info.run_id.startswith(prefix)})
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise UsageError(f"no run id starts with '{prefix}' (give more digits or the full 32-hex id)")
+    raise UsageError(f"run id prefix '{prefix}' is ambiguous ({', '.join(h[:12] for h in hits[:5])}…); give more digits")
 
 
 def children(client: Any, parent: RunRecord | str) -> dict[str, RunRecord]:

@@ -49,7 +49,9 @@ class Diff:
     def verdict(self) -> str:
         label = "Holm-adjusted p" if math.isfinite(self.p_adjusted) else "p"
         d = DiffCI(self.ci.diff, self.ci.low, self.ci.high, self.ci.df, self.ci.t, self.p, self.ci.confidence)
-        return verdict(d, self.metric, label, by_p=math.isfinite(self.p_adjusted))
+        # paired: the exact test decides (McNemar / sign-flip); the BCa interval is approximate at
+        # a few dozen discrete per-prompt values and may graze 0 on the other side
+        return verdict(d, self.metric, label, by_p=math.isfinite(self.p_adjusted) or self.paired is not None)
 
     def sentence(self) -> str:
         """``eval/accuracy: egpo − grpo = +1.8 pts [−1.5, +5.1] (95% CI over training seeds, 3 vs 3, Welch):

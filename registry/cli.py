@@ -20,7 +20,8 @@ from registry.errors import RlregError, SpecError
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
-    "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
+    "report": ("analysis.cli:report", "Write a Markdown/HTML report over runs or a study's arms."),
+    "plot": ("analysis.cli:plot", "Plot per-step curves of runs or a study's arms (mean ± band across seeds)."),
     "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
 }
 
