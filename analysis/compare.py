@@ -27,7 +27,8 @@ from analysis.entries import load_entries, shared_prompts
 from analysis.metrics import base_key, entry_column, is_proportion
 from analysis.paired import paired_diff, per_prompt
 from analysis.stats import MeanCI, clip_proportion, holm, mean_ci, mean_ci_from_interval
-from analysis.verdict import UNIT_REPEATS, UNIT_SEEDS, Diff, paired_diff as paired_verdict, repeats_diff, seeds_diff
+from analysis.verdict import UNIT_REPEATS, UNIT_SEEDS, Diff, repeats_diff, seeds_diff
+from analysis.verdict import paired_diff as paired_verdict
 from registry.errors import UsageError
 from registry.parent_view import CURVE_KEYS
 

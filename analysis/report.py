@@ -28,6 +28,7 @@ from registry.errors import UsageError
 REWARD_KEYS = ("train/reward_mean", "critic/score/mean")
 ENTROPY_KEY = "actor/entropy"
 LENGTH_KEY = "response_length/mean"
+CURVE_PAGE_KEYS = ("actor/entropy", "critic/score/mean")
 TEMPLATES = Path(__file__).parent / "templates"
 
 __all__ = ["Report", "UsageError", "build_report", "log_report", "spec_changes", "to_html", "to_markdown",
@@ -195,8 +196,9 @@ def _context(report: Report) -> dict[str, Any]:
         "r": report, "comp": comp, "arms": render.arm_lines(comp),
         "verdict": render.verdict_lines(comp),
         "compare_url": R.compare_page(comp.all_runs),
-        "metric_rows": [[row.metric + (" (primary)" if row.primary else ""),
-                         *(render.fmt_cell(c, row.percent) for c in row.cells)] for row in comp.rows],
+        "metric_rows": [(row.metric, row.primary, [render.fmt_cell(c, row.percent) for c in row.cells])
+                        for row in comp.rows],
+        "curves_url": R.metric_page(comp.all_runs, CURVE_PAGE_KEYS),
         "diffs": diffs, "spec_rows": report.spec_rows,
     }
 

@@ -209,6 +209,21 @@ def compare_page(records: Iterable[RunRecord], base: str = "") -> str:
     return f"{base.rstrip('/')}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps(exps))}"
 
 
+def metric_page(records: Iterable[RunRecord], keys: Iterable[str], base: str = "") -> str:
+    """MLflow UI's metric page: the per-step histories of ``keys`` for these runs, overlaid (the
+    page the compare page links each metric to). Same query as MLflow's ``getMetricPageRoute``."""
+    import json
+    from urllib.parse import quote
+
+    records, keys = list(records), list(keys)
+    ids = json.dumps([r.run_id for r in records])
+    exps = json.dumps(sorted({r.experiment_id for r in records}))
+    query = (f"runs={quote(ids)}&metric={quote(json.dumps(keys[0]))}&experiments={quote(exps)}"
+             f"&plot_metric_keys={quote(json.dumps(keys))}&plot_layout={quote('{}')}&x_axis=step&y_axis_scale=linear"
+             f"&line_smoothness=1&show_point=false&deselected_curves={quote('[]')}&last_linear_y_axis_range={quote('[]')}")
+    return f"{base.rstrip('/')}/#/metric?{query}"
+
+
 def runs_frame(filter_string: str = "", tracking_uri: str | None = None, max_results: int = 10000) -> Any:
     """Runs matching an MLflow filter (e.g. ``tags.`rlreg.spec` = 'demo-egpo'``) in every
     experiment, as the ``mlflow.search_runs`` DataFrame (columns ``params.*``, ``metrics.*``,

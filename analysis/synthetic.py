@@ -100,6 +100,7 @@ def write_spec_run(
     name, exp_name = spec["name"], spec.get("experiment", "rl-registry")
     exp = client.get_experiment_by_name(exp_name)
     exp_id = exp.experiment_id if exp else client.create_experiment(exp_name)
+    parent_view.mark_classic_ml(client, exp_id)
     accuracy, reward, entropy = curves(seed, steps, repeats, acc_level)
     if entries:
         accuracy = [round(sum(e["correct"] for e in entries if e["repeat"] == r)
@@ -108,7 +109,7 @@ def write_spec_run(
     start = start_time if start_time is not None else int(time.time() * 1000)
     common = {"rlreg.spec": name, "rlreg.spec_hash": f"{seed:064x}"}
 
-    parent = client.create_run(exp_id, start_time=start, run_name=name, tags={
+    parent = client.create_run(exp_id, start_time=start, run_name=(tags or {}).get("rlreg.cell") or name, tags={
         **common, "rlreg.role": "parent", "rlreg.git_commit": "0" * 40, "rlreg.git_dirty": "false", **(tags or {})})
     run.parent_id = pid = parent.info.run_id
     acc = mean_ci(accuracy)
@@ -138,7 +139,7 @@ def write_spec_run(
     if with_entropy_stage:
         stage_metrics["entropy"] = {"entropy/after_tool_mean": [(0, 0.61)], "entropy/before_tool_mean": [(0, 0.42)]}
     for i, (stage, metrics) in enumerate(stage_metrics.items()):
-        child = client.create_run(exp_id, start_time=start + 1 + i, run_name=f"{name}/{stage}", tags={
+        child = client.create_run(exp_id, start_time=start + 1 + i, run_name=stage, tags={
             **common, "mlflow.parentRunId": pid, "rlreg.role": "stage", "rlreg.stage": stage,
             "rlreg.cache_key": f"{stage}-{seed}"})
         cid = run.child_ids[stage] = child.info.run_id

@@ -223,7 +223,7 @@ class Pipeline:
     def _start_child(self, stage, parent_id, exp_id, key, payload) -> str:
         tags = {
             "mlflow.parentRunId": parent_id,
-            "mlflow.runName": f"{self.spec.name}/{stage}",
+            "mlflow.runName": stage,  # nested under its parent in the UI: the stage says it all
             "rlreg.spec": self.spec.name,
             "rlreg.stage": stage,
             "rlreg.role": "stage",
