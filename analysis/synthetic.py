@@ -169,7 +169,7 @@ def entropy_records(seed: int, samples: int = 6, rounds: int = 3) -> list[dict[s
 
 
 def demo_pair(client: Any, with_entropy_stage: bool = True) -> tuple[FakeRun, FakeRun]:
-    """demo-grpo and demo-egpo, finished, the EGPO one newer, accuracies within noise."""
+    """demo-grpo and demo-egpo, finished, the EGPO one newer, accuracies not told apart by their repeats."""
     now = int(time.time() * 1000)
     grpo = write_spec_run(client, demo_spec("demo-grpo", False), seed=1, acc_level=0.60, start_time=now - 10_000,
                           with_entropy_stage=with_entropy_stage)
