@@ -78,14 +78,6 @@ _primary_option = click.option(
          "every other metric is secondary with Holm-adjusted p-values.")
 
 
-def _primary(primary: str | None, study: str | None) -> str | None:
-    if primary or not study:
-        return primary
-    from analysis.studyref import primary_metric
-
-    return primary_metric(study)
-
-
 @click.command("compare")
 @click.argument("runs", nargs=-1)
 @_study_option
@@ -111,7 +103,7 @@ def compare(runs: tuple[str, ...], study: str | None, where: str | None, primary
     from analysis.compare import build
 
     comp = build(_client(tracking_uri), runs, _metrics(metrics), _pins(pins), study=study, where=where,
-                 primary=_primary(primary, study))
+                 primary=primary)
     text = render.FORMATS[fmt](comp)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -142,7 +134,7 @@ def report(runs: tuple[str, ...], study: str | None, where: str | None, primary:
 
     client = _client(tracking_uri)
     rep = build_report(client, runs, _metrics(metrics), _pins(pins), study=study, where=where,
-                       primary=_primary(primary, study))
+                       primary=primary)
     written = write_report(rep, output)
     click.echo(f"wrote {written[0]} ({len(rep.figures)} figures, {len(rep.spec_rows)} spec differences)")
     if log:

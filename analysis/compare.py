@@ -36,6 +36,7 @@ from registry.parent_view import CURVE_KEYS
 COMPANION_RE = re.compile(r"(_ci95_low|_ci95_high|_std|/repeats)$")
 REPEAT_STAGE = "eval"
 DEFAULT_PRIMARY = "eval/accuracy_mean"
+TAG_PRIMARY = "rlreg.primary_metric"  # on study cells (registry/study/cells.py)
 
 __all__ = ["Cell", "Comparison", "Diff", "Row", "base_key", "build", "is_fraction"]
 
@@ -273,6 +274,12 @@ def build(
             )
     if not wanted:
         raise UsageError(f"the runs {', '.join(r.run_id for r in records)} have no metrics to compare")
+    if not primary:  # a study's cells carry their study's primary metric; else its study file says it
+        primary = next((r.tags[TAG_PRIMARY] for r in records if r.tags.get(TAG_PRIMARY)), None)
+    if not primary and study:
+        from analysis.studyref import primary_metric as study_file_primary
+
+        primary = study_file_primary(study)
     primary_metric = _resolve_primary(primary, wanted)
 
     repeat_children = [R.data_run_id(k[REPEAT_STAGE]) for k in kids if REPEAT_STAGE in k]

@@ -223,3 +223,14 @@ def test_accuracy_keys_always_print_in_percent(mlflow_uri):
     text = render.to_text(comp)
     assert "eval/tool_name_accuracy_mean    1.7% [0.0, 5.3] (n=3)" in text or "1.7% [0.0, " in text
     assert render.fmt_cell(comp.row("eval/accuracy_mean").cells[0], True).endswith("(n=5)")
+
+
+def test_primary_metric_from_the_cells_tag(mlflow_uri):
+    client = mlflow.MlflowClient(mlflow_uri)
+    for arm in ("a", "b"):
+        for seed in (1, 2):
+            tags = {"rlreg.study": "tagged", "rlreg.arm": arm, "rlreg.seed": str(seed), "rlreg.cell": f"{arm}/seed={seed}",
+                    "rlreg.grid": "{}", "rlreg.primary_metric": "train/reward_mean_last"}
+            synthetic.write_spec_run(client, synthetic.demo_spec(f"demo-{arm}", arm == "b"), seed=seed * 3, tags=tags)
+    comp = compare.build(client, [], study="tagged")
+    assert comp.primary == "train/reward_mean_last" and comp.row("train/reward_mean_last").primary
