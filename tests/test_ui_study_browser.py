@@ -135,23 +135,3 @@ async def _curves(ui: dict, compare_url: str, curves_url: str) -> dict:
         return {"compare_links_metric_page": links, "traces": traces, "plots": plots, "text": text,
                 "rendered_s": rendered, "png": await dt.screenshot()}
 
-
-def test_runs_table_grouped_by_arm(study_ui):
-    from analysis.ui_views import ensure_by_arm_view
-
-    client, cells = study_ui["client"], study_ui["cells"]
-    exp = runs.get_run(client, cells["grpo"][0].parent_id).experiment_id
-    url = study_ui["base"] + "/" + ensure_by_arm_view(client, exp)
-    result = asyncio.run(_grouped(study_ui, url))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "ui_runs_by_arm.png").write_bytes(result["png"])
-    print(result["text"][:3000])
-    assert "rlreg.arm" in result["text"]
-
-
-async def _grouped(ui: dict, url: str) -> dict:
-    async with _DevTools(ui) as dt:
-        await dt.call("Page.navigate", url=url)
-        await dt.wait_for("document.body && document.body.innerText.includes('grpo/seed=1')", timeout=150)
-        await asyncio.sleep(2.0)
-        return {"text": await dt.eval("document.body.innerText"), "png": await dt.screenshot()}
