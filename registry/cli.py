@@ -24,7 +24,10 @@ LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
     "report": ("analysis.cli:report", "Write a Markdown/HTML report over runs or a study's arms."),
     "plot": ("analysis.cli:plot", "Plot per-step curves of runs or a study's arms (mean ± band across seeds)."),
-    "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+    "plot-entropy": ("analysis.entropy_cli:plot_entropy",
+                     "Plot entropy per tool round or policy entropy over steps (files, logs, rollout dumps, runs)."),
+    "analyze-diagnostics": ("analysis.qstar_diagnostics:analyze_diagnostics",
+                            "Compare q* α methods from generate diagnostics (files or runs)."),
     "import": ("registry.importer.cli:import_cmd", "Write a spec from a hardtry-style experiment directory."),
     "verify": ("registry.verify:verify", "Re-hash cached stage outputs; mark runs whose outputs changed."),
 }

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,7 +19,7 @@ import yaml
 
 from registry.context import StageResult
 from registry.errors import UsageError
-from runners.verl import checkpoints
+from runners.verl import checkpoints, history
 from runners.verl.compose import (
     PROJECT_ROOT,
     check_config,
@@ -129,6 +130,8 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
         raise VerlExitError(result.returncode, log_path, result.tail)
 
     metrics = _headline_metrics(ctx, result)
+    # entropy_history.json in the out dir, as the builtin trainer writes it
+    history_path = history.write_history(ctx, result.step_metrics)
     pointer = checkpoints.write_pointer(ctx.out_dir, checkpoint_dir)
     info: dict[str, Any] = {
         "verl_seconds": round(result.seconds, 1),
@@ -139,6 +142,8 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
         info["resumed_from_step"] = resumed_from
     out_config = ctx.out_dir / "verl_config"
     shutil.copytree(config_dir, out_config)
+    if history_path is not None:
+        info["entropy_history_steps"] = len(json.loads(history_path.read_text()))
     return StageResult(outputs={"checkpoints": pointer, "verl_config": out_config}, metrics=metrics, info=info)
 
 
