@@ -25,7 +25,8 @@ from registry.selection import FORCE_ALL, check_force, is_stage_list, parse_forc
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
-    "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
+    "report": ("analysis.cli:report", "Write a Markdown/HTML report over runs or a study's arms."),
+    "plot": ("analysis.cli:plot", "Plot per-step curves of runs or a study's arms (mean ± band across seeds)."),
     "plot-entropy": ("analysis.entropy_cli:plot_entropy",
                      "Plot entropy per tool round or policy entropy over steps (files, logs, rollout dumps, runs)."),
     "analyze-diagnostics": ("analysis.qstar_diagnostics:analyze_diagnostics",

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 from filelock import FileLock
 
-from registry import cache
+from registry import cache, parent_view
 from registry.context import StageContext
 from registry.errors import RlregError, StageFailed, Terminated, UsageError
 from registry.gitinfo import git_diff, git_info
@@ -136,12 +136,14 @@ class Pipeline:
                 outcome = self._run_stage(stage, i, len(stages), parent_id, exp_id, inputs, digests,
                                           reuse_only=not self._selected(stage), hit=leading.get(stage))
                 summary.stages.append(outcome)
+                if stage == "train":  # the parent shows the training curves (compare page overlays them)
+                    parent_view.copy_curves(self.client, outcome.cache_hit or outcome.run_id, parent_id)
                 for name, path in outcome.outputs.items():
                     inputs[f"{stage}.{name}"] = path
             headline = {k: v for s in summary.stages for k, v in s.metrics.items()}
             self.lineage.log_to(parent_id)  # every dataset any stage used, cache hits included
             parent = Tracker(self.client, parent_id)
-            parent.log_metrics(headline)
+            parent.log_metrics(parent_view.headline(headline))
             parent.flush()
             self.client.set_terminated(parent_id, "FINISHED")
         except (KeyboardInterrupt, Terminated):
@@ -175,6 +177,7 @@ class Pipeline:
             "mlflow.runName": spec.name,
             **git_info(self.root),
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
+            **parent_view.identity_tags(spec_dump(spec)),
         }
         if self.loaded.overrides:  # as typed; the params and spec.yaml hold their effect
             import shlex
@@ -191,8 +194,9 @@ class Pipeline:
             parent_id = self.client.create_run(exp_id, tags={"mlflow.runName": spec.name}).info.run_id
         tracker = Tracker(self.client, parent_id)
         try:
+            parent_view.mark_classic_ml(self.client, exp_id)
             tracker.set_tags(tags)
-            tracker.log_params(spec_dump(spec))
+            tracker.log_params(parent_view.parent_params(spec_dump(spec)))
             tracker.log_dict(spec_dump(spec), "spec.yaml")
             if tags.get("rlreg.git_dirty") == "true":
                 tracker.log_text(git_diff(self.root), "git.diff")
@@ -253,7 +257,7 @@ class Pipeline:
     def _start_child(self, stage, parent_id, exp_id, key, payload) -> str:
         tags = {
             "mlflow.parentRunId": parent_id,
-            "mlflow.runName": f"{self.spec.name}/{stage}",
+            "mlflow.runName": stage,  # nested under its parent in the UI: the stage says it all
             "rlreg.spec": self.spec.name,
             "rlreg.stage": stage,
             "rlreg.role": "stage",

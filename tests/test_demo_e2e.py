@@ -69,8 +69,15 @@ def test_entropy_curves_and_headline_metrics(demo_pair):
         assert [h["step"] for h in history] == [m.step for m in sorted(hist, key=lambda m: m.step)]
         m = parent.data.metrics
         assert m["eval/repeats"] == 2
-        assert m["eval/accuracy_ci95_low"] <= m["eval/accuracy_mean"] <= m["eval/accuracy_ci95_high"]
+        # interval bounds on the eval child, the mean on the parent (registry/parent_view.py)
+        e = stage_runs(demo_pair, spec)["eval"].data.metrics
+        assert e["eval/accuracy_ci95_low"] <= m["eval/accuracy_mean"] <= e["eval/accuracy_ci95_high"]
+        assert not any("_ci95_" in k for k in m)
         assert "train/reward_mean_last" in m and "actor/entropy_last" in m
+        # the parent carries the train curves, step by step, so MLflow's compare page overlays them
+        on_parent = client.get_metric_history(parent.info.run_id, "actor/entropy")
+        assert sorted((h.step, h.value) for h in on_parent) == sorted((h.step, h.value) for h in hist)
+        assert client.get_metric_history(parent.info.run_id, "critic/score/mean")
 
 
 def test_merged_model_logged_and_loadable(demo_pair):
