@@ -5,7 +5,6 @@ range error names the range and an example."""
 from __future__ import annotations
 
 import pytest
-
 from _bad_specs import corpus, has_fix, messages
 
 

@@ -12,7 +12,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from registry.spec.base import MAX_BATCH, MAX_RECORDS, MAX_TEMPERATURE, MAX_THREADS, MAX_TOKENS, SEED_MAX, SpecModel, check_cpu_threads
+from registry.spec.base import (
+    MAX_BATCH,
+    MAX_RECORDS,
+    MAX_TEMPERATURE,
+    MAX_THREADS,
+    MAX_TOKENS,
+    SEED_MAX,
+    SpecModel,
+    check_cpu_threads,
+)
 
 
 class EntropySpec(SpecModel):

@@ -24,8 +24,8 @@ from registry.spec.merge import MergeSpec
 from registry.spec.model import ModelSpec
 from registry.spec.reward import RewardSpec
 from registry.spec.sft import SFTSpec
-from registry.spec.train import TrainSpec
 from registry.spec.tracking import TrackingSpec
+from registry.spec.train import TrainSpec
 
 SPEC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
