@@ -160,12 +160,13 @@ def demo_pair_store(tmp_path_factory):
     grpo = yaml.safe_load((ROOT / "specs" / "demo-grpo.yaml").read_text())
     (specs / "demo-grpo.yaml").write_text(yaml.safe_dump(deep_merge(grpo, DEMO_QUICK_OVERRIDES), sort_keys=False))
     shutil.copy(ROOT / "specs" / "demo-egpo.yaml", specs / "demo-egpo.yaml")
+    shutil.copy(ROOT / "specs" / "demo-sft.yaml", specs / "demo-sft.yaml")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RLREG_SPECS_DIR": str(specs),
            "RLREG_HOME": str(tmp / "home"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_RUN_ID", None)
     logs = {}
-    for name in ("demo-grpo", "demo-egpo"):
+    for name in ("demo-grpo", "demo-egpo", "demo-sft"):
         r = subprocess.run(["mlflow", "run", str(ROOT), "-P", f"spec={name}", "--env-manager", "local",
                             "--experiment-name", "rlreg-demo"], env=env, capture_output=True, text=True, timeout=1800)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
