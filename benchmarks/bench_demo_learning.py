@@ -90,7 +90,16 @@ def record_type(rec) -> str:
 
 
 def sample_scores(model_path: Path, spec, records, k: int, temperature: float, seed: int) -> list[list[float]]:
-    """scores[i][j]: sample j of test prompt i (k samples per prompt)."""
+    """scores[i][j]: sample j of test prompt i (k samples per prompt); cached beside the model."""
+    cache = Path(model_path).parent / f"scores-k{k}-T{temperature}-s{seed}-n{len(records)}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    out = _sample_scores(model_path, spec, records, k, temperature, seed)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def _sample_scores(model_path: Path, spec, records, k: int, temperature: float, seed: int) -> list[list[float]]:
     from runners.eval.generation import cpu_threads_for, generate, prompt_texts
     from runners.eval.scoring import score_sample
     from runners.modeling import load_model
@@ -155,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--k", type=int, default=8, help="samples per test prompt")
     ap.add_argument("--train", action="store_true", help="also train (spec.train) and measure the policy")
     ap.add_argument("--eval-temperature", type=float, default=None, help="default: spec.eval.temperature")
+    ap.add_argument("--eval-only", action="store_true", help="measure at the eval temperature only")
     ap.add_argument("--work", default="/tmp/rlreg-demo-bench")
     ap.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = ap.parse_args(argv)
@@ -174,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     t_train = spec.train.rollout.temperature
     t_eval = args.eval_temperature or spec.eval.temperature
     t0, c0 = time.monotonic(), cpu_seconds()
-    base = {t: sample_scores(sft_out["model"], spec, records, args.k, t, 1000) for t in sorted({t_train, t_eval})}
+    temps = [t_eval] if args.eval_only else sorted({t_train, t_eval})
+    base = {t: sample_scores(sft_out["model"], spec, records, args.k, t, 1000) for t in temps}
     report["sft_measure"] = {f"T={t}": summarize(s, types) for t, s in base.items()}
     report["measure_timing"] = {"wall_s": round(time.monotonic() - t0, 1), "cpu_s": round(cpu_seconds() - c0, 1)}
     if args.train:
