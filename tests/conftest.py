@@ -139,7 +139,8 @@ def sft_model_dir(tmp_path_factory) -> Path:
 # demo-grpo.yaml), so run names, params and the EGPO diff are the shipped ones.
 DEMO_QUICK_OVERRIDES = {
     "sft": {"max_steps": 60, "batch_size": 16},
-    "train": {"total_training_steps": 3, "train_batch_size": 4, "ppo_mini_batch_size": 4, "save_freq": 2},
+    "train": {"total_training_steps": 3, "train_batch_size": 4, "ppo_mini_batch_size": 4, "save_freq": 2,
+              "rollout": {"n": 4}, "algorithm": {"filter_groups": {"max_num_gen_batches": 2}}},
     "eval": {"repeats": 2, "max_samples": 6},
 }
 
