@@ -199,7 +199,9 @@ def _train_step(batch, model, ref_model, optimizer, spec: TrainSpec, *, estimato
     ref = batched_token_stats(ref_model, ids, attn, R, ro.temperature, micro, with_entropy=False) if ref_model else None
     mask = batch.response_mask
     entropy = old.entropy.cpu()
-    scope = mask if think_ids is None else think_span_mask(batch.response_ids, mask, *think_ids)
+    scope = mask if think_ids is None else think_span_mask(
+        batch.response_ids, mask, *think_ids, prompt_ids=batch.input_ids[:, : batch.prompt_length]
+    )
     advantages, _, adv_stats = estimator(
         batch.token_level_rewards(), mask, batch.group_ids, config=spec.algorithm, entropy=entropy, scope_mask=scope
     )
