@@ -1,6 +1,6 @@
 """The train stage on verl: plan (spec → config, env, argv), check with verl, launch, collect.
 
-``run_train`` is ``runners.verl.run``; ``plan_train`` is shared with the dry run (``describe.py``).
+``run_train`` is ``runners.verl.run``; ``plan_train`` is shared with the dry run (``dry_run.py``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ def plan_train(
     tracking_uri: str,
     run_id: str,
 ) -> TrainPlan:
+    from runners.reward_file import check_file
+
+    check_file(spec.reward, project_root)  # verl's workers import it: a missing file must fail here, not on the GPUs
     env = verl_env(project_root=PROJECT_ROOT, tracking_uri=tracking_uri, run_id=run_id)
     launch_config = build_config(
         train,
@@ -74,6 +77,7 @@ def plan_train(
         checkpoint_dir=str(checkpoint_dir),
         # an existing Ray cluster's workers do not inherit this process's environment
         env_vars=env,
+        project_root=project_root,
     )
     return TrainPlan(
         python=resolve_verl_python(train.verl.python, project_root),
@@ -111,7 +115,7 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     (config_dir / "overrides.txt").write_text("".join(o + "\n" for o in plan.launch.overrides))
     (config_dir / "command.txt").write_text(shlex.join(plan.argv) + "\n")
     ctx.tracker.log_artifacts(config_dir, "verl")
-    ctx.tracker.set_tags(_tags(plan, train))
+    ctx.tracker.set_tags(_tags(plan, train, ctx.spec, ctx.project_root))
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     resumed_from = checkpoints.latest_step(checkpoint_dir) if train.verl.resume_mode == "auto" else None
@@ -166,12 +170,13 @@ def _tracking_uri(ctx: StageContext) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
-def _tags(plan: TrainPlan, train: TrainSpec) -> dict[str, str]:
-    from runners.reward import reward_source_hash
+def _tags(plan: TrainPlan, train: TrainSpec, spec: Spec, project_root: Path) -> dict[str, str]:
+    from registry.hashing import sha256_file
+    from runners.reward_file import source_file
 
     return {
         "rlreg.backend": "verl",
-        "rlreg.reward_sha256": reward_source_hash(),
+        "rlreg.reward_sha256": sha256_file(source_file(spec.reward, project_root)),
         "verl.python": str(plan.python),
         "verl.command": shlex.join(plan.argv)[:8000],
         "verl.adv_estimator": train.algorithm.adv_estimator,
