@@ -161,5 +161,42 @@ def test_train_stage_keeps_only_groups_with_mixed_rewards(warm, make_ctx):
     assert all(1 <= b <= 4 for b in logged["rollout/num_gen_batches"])
     for zero, exhausted in zip(logged["adv/zero_adv_frac"], logged["rollout/filter_groups_exhausted"]):
         assert exhausted == 1 or zero == 0
-    state = torch.load(ctx.work_dir / "checkpoints" / "global_step_2" / "trainer_state.pt", weights_only=False)
-    assert state["gen_cursor"] == sum(logged["rollout/num_gen_batches"])
+    state = torch.load(ctx.work_dir / "checkpoints" / "global_step_2" / "trainer_state.pt", weights_only=True)
+    assert state["extra"]["gen_cursor"] == sum(logged["rollout/num_gen_batches"])
+
+
+def test_resume_continues_the_prompt_stream_where_filtering_left_it(warm, make_ctx):
+    """A run stopped after step 2 and resumed for step 3 draws the same generation batches at step
+    3 as an uninterrupted run (the cursor comes from the checkpoint, not from the step number)."""
+    from runners.train import run
+
+    parquet, model_dir = warm
+    inputs = {"convert.train": parquet, "sft.model": model_dir}
+    fg = {"filter_groups": {"enable": True, "max_num_gen_batches": 3}}
+    # n=2: most groups are uniform, so steps draw extra batches and the cursor runs ahead of the step
+    ro = {"n": 2, "temperature": 1.0, "max_prompt_length": 64, "max_response_length": 28}
+
+    def step3(ctx):
+        return {k: v for k, v, s in ctx.tracker.metrics if s == 3}
+
+    whole = make_ctx("train", task.train_spec("grpo", total_training_steps=3, save_freq=3, algorithm=fg, rollout=ro), inputs=inputs,
+                     name="whole")
+    run(whole.spec.train, whole)
+    first = make_ctx("train", task.train_spec("grpo", total_training_steps=2, save_freq=1, algorithm=fg, rollout=ro),
+                     inputs=inputs, name="resumed")
+    run(first.spec.train, first)
+    again = make_ctx("train", task.train_spec("grpo", total_training_steps=3, save_freq=1, algorithm=fg, rollout=ro),
+                     inputs=inputs, name="resumed")
+    run(again.spec.train, again)
+    drawn = sum(v for k, v, s in whole.tracker.metrics if k == "rollout/num_gen_batches" and s <= 2)
+    assert drawn > 2, "precondition: filtering drew extra batches before step 3"
+    a, b = step3(whole), step3(again)
+    assert b["rollout/num_gen_batches"] == a["rollout/num_gen_batches"]
+    assert b["rollout/reward_mean_generated"] == pytest.approx(a["rollout/reward_mean_generated"])
+    assert b["train/epoch"] == a["train/epoch"]
+
+    def cursor(ctx):
+        state = torch.load(ctx.work_dir / "checkpoints" / "global_step_3" / "trainer_state.pt", weights_only=True)
+        return state["extra"]["gen_cursor"]
+
+    assert cursor(again) == cursor(whole) > 3

@@ -109,7 +109,7 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
     if resume_step:
         apply_trainer_state(resume_state, optimizer, scheduler)
         start_step = resume_step
-        cursor = int(resume_state.get("gen_cursor", resume_step))  # generation batches drawn so far
+        cursor = int(resume_state.get("extra", {}).get("gen_cursor", resume_step))  # generation batches drawn so far
         rows = history.load(resume_step)
         for row in rows:  # re-log the curves so far into this run; the tracker sends them as log_batch
             ctx.tracker.log_metrics({k: v for k, v in row["metrics"].items() if v is not None}, row["step"])
