@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from registry import redact
 from registry.context import StageResult
 from registry.errors import UsageError
-from runners.verl import checkpoints
+from runners.verl import checkpoints, history
 from runners.verl.compose import (
     PROJECT_ROOT,
     check_config,
@@ -111,9 +113,10 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     )
     plan.launch.write(config_dir)
     composed = check_config(plan.launch, plan.python, spec_name=ctx.spec.name, config_dir=config_dir)
-    (config_dir / "composed_config.yaml").write_text(yaml.safe_dump(composed, sort_keys=False))
-    (config_dir / "overrides.txt").write_text("".join(o + "\n" for o in plan.launch.overrides))
-    (config_dir / "command.txt").write_text(shlex.join(plan.argv) + "\n")
+    # what rlreg writes is masked (registry/redact.py); verl itself gets the real argv in memory
+    redact.write_text(config_dir / "composed_config.yaml", yaml.safe_dump(composed, sort_keys=False))
+    redact.write_text(config_dir / "overrides.txt", "".join(o + "\n" for o in plan.launch.overrides))
+    redact.write_text(config_dir / "command.txt", shlex.join(redact.redact_argv(plan.argv)) + "\n")
     ctx.tracker.log_artifacts(config_dir, "verl")
     ctx.tracker.set_tags(_tags(plan, train, ctx.spec, ctx.project_root))
 
@@ -129,6 +132,8 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
         raise VerlExitError(result.returncode, log_path, result.tail)
 
     metrics = _headline_metrics(ctx, result)
+    # entropy_history.json in the out dir, as the builtin trainer writes it
+    history_path = history.write_history(ctx, result.step_metrics)
     pointer = checkpoints.write_pointer(ctx.out_dir, checkpoint_dir)
     info: dict[str, Any] = {
         "verl_seconds": round(result.seconds, 1),
@@ -139,6 +144,8 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
         info["resumed_from_step"] = resumed_from
     out_config = ctx.out_dir / "verl_config"
     shutil.copytree(config_dir, out_config)
+    if history_path is not None:
+        info["entropy_history_steps"] = len(json.loads(history_path.read_text()))
     return StageResult(outputs={"checkpoints": pointer, "verl_config": out_config}, metrics=metrics, info=info)
 
 
