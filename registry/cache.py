@@ -84,10 +84,17 @@ def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, 
     from registry.stages import load_runner
     from registry.store import stage_store_root
 
+    out = {}
+    if "reward" in STAGES[stage].reads and getattr(spec.reward, "path", None):
+        # a custom reward file decides the scores: key on its bytes (the spec names only its path)
+        from runners.reward_file import custom_path
+
+        reward_path = custom_path(spec.reward, project_root)
+        out["external:reward.path"] = (memo_digest(reward_path, stage_store_root(project_root) / "fingerprints")
+                                       if reward_path.exists() else "missing")
     hook = getattr(load_runner(stage, spec), "external_inputs", None)
     if hook is None:
-        return {}
-    out = {}
+        return out
     for name, path in hook(getattr(spec, STAGES[stage].section), project_root).items():
         # a missing file is the runner's error to report, with its own message
         out[f"external:{name}"] = memo_digest(path, stage_store_root(project_root) / "fingerprints") if Path(path).exists() else "missing"

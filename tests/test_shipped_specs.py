@@ -62,9 +62,20 @@ def test_demo_pair_differs_only_by_egpo_keys():
 @pytest.mark.skipif(not (ROOT / "specs" / "verl8.yaml").exists(), reason="verl specs not shipped yet")
 def test_verl_pair_differs_only_by_egpo_keys():
     keys = _diff_keys("verl7", "verl8")
-    egpo = {"train.algorithm.adv_estimator", "train.algorithm.egpo_lambda", "train.algorithm.egpo_alpha"}
+    # verl8 as hardtry ran it: EGPO with whole-response entropy (entropy_scope: response)
+    egpo = {"train.algorithm.adv_estimator", "train.algorithm.egpo_lambda", "train.algorithm.egpo_alpha",
+            "train.algorithm.entropy_scope"}
     assert egpo <= keys
     assert keys - egpo <= {"name", "extends", "description"}
+
+
+@pytest.mark.skipif(not (ROOT / "specs" / "verl8-think.yaml").exists(), reason="verl specs not shipped yet")
+def test_verl8_think_is_verl8_with_the_think_scope_only():
+    r = CliRunner().invoke(main, ["diff", "verl8", "verl8-think", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["key"]: row for row in json.loads(r.output)}
+    assert set(rows) - {"name", "extends", "description"} == {"train.algorithm.entropy_scope"}
+    assert (rows["train.algorithm.entropy_scope"]["a"], rows["train.algorithm.entropy_scope"]["b"]) == ("response", "think")
 
 
 def test_diff_text_and_md_formats():
@@ -72,10 +83,10 @@ def test_diff_text_and_md_formats():
     assert "~ train.algorithm.adv_estimator" in r.output and "grpo  ->  egpo" in r.output
     assert "train.rollout.n" not in r.output
     r = CliRunner().invoke(main, ["diff", "demo-grpo", "demo-egpo", "--all", "--format", "md"])
-    assert "| `train.rollout.n` | 4 | 4 |" in r.output
+    assert "| `train.rollout.n` | 8 | 8 |" in r.output
 
 
-@pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy"])
+@pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy", "import"])
 def test_help_smoke(cmd):
     r = CliRunner().invoke(main, [cmd, "--help"])
     assert r.exit_code == 0, r.output
@@ -89,3 +100,14 @@ def test_show_resolved_prints_overrides():
     assert "# override train.algorithm.adv_estimator: grpo -> egpo" in r.output
     r = CliRunner().invoke(main, ["show", "demo-egpo", "--format", "json"])
     assert json.loads(r.output)["extends"] == "demo-grpo"
+
+
+def test_demo_sft_is_the_pairs_baseline_with_shared_convert_and_sft():
+    """demo-sft evaluates demo-grpo's SFT model: same convert/sft cache keys, same eval settings,
+    no train or merge (so the eval stage picks sft.model)."""
+    from registry.stages import stage_spec_payload
+
+    grpo, sft = load_spec("demo-grpo").spec, load_spec("demo-sft").spec
+    assert sft.stages() == ["convert", "sft", "eval"]
+    for stage in ("convert", "sft", "eval"):
+        assert stage_spec_payload(stage, sft) == stage_spec_payload(stage, grpo), stage

@@ -55,7 +55,7 @@ def _variant(base: Spec, change: dict) -> Spec:
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
-    """verl7, verl8, a bad override key, an impossible batch size, LoRA: one verl process for all five."""
+    """verl7, verl8, a bad override key, an impossible batch size, dynamic sampling, LoRA: one verl process."""
     from runners.verl.compose import check_request, run_checks
 
     verl7 = load_spec(ROOT / "specs" / "verl7.yaml").spec
@@ -66,6 +66,7 @@ def checked(tmp_path_factory):
         "bad_key": _variant(verl8, {"train": {"verl": {"verl_overrides": {"actor_rollout_ref.actor.ppo_mini_batchsize": 8}}}}),
         # 6 prompts x 1 sample cannot be split over 4 GPUs
         "bad_batch": _variant(verl8, {"train": {"train_batch_size": 6, "ppo_mini_batch_size": 6, "rollout": {"n": 1}}}),
+        "dapo": _variant(verl7, {"train": {"algorithm": {"filter_groups": {"enable": True, "max_num_gen_batches": 4}}}}),
         "lora": _variant(verl8, {"train": {"verl": {"lora": {"rank": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"]}}}}),
     }
     launches = {name: _launch_config(spec) for name, spec in cases.items()}
@@ -108,7 +109,17 @@ def test_verl8_composes_egpo_under_algorithm(checked):
     cfg7, cfg8 = _composed(checked, "verl7"), _composed(checked, "verl8")
     assert cfg7["algorithm"]["adv_estimator"] == "grpo" and "egpo" not in cfg7["algorithm"]
     assert cfg8["algorithm"]["adv_estimator"] == "egpo"
-    assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "think"}
+    assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "response"}
+
+
+def test_filter_groups_compose_into_verls_dapo_config(checked):
+    """verl's own FilterGroupsConfig (``_target_`` from ppo_trainer.yaml) takes the mapped keys."""
+    cfg7, dapo = _composed(checked, "verl7"), _composed(checked, "dapo")
+    assert cfg7["algorithm"]["filter_groups"]["enable"] is False
+    fg = dapo["algorithm"]["filter_groups"]
+    assert fg["_target_"] == "verl.trainer.config.FilterGroupsConfig"
+    assert (fg["enable"], fg["metric"], fg["max_num_gen_batches"]) == (True, "reward", 4)
+    assert fg["max_inflight_gen_batches"] == 1  # verl's default, untouched
 
 
 def test_lora_keys_compose_and_pass_validate_config_up_to_its_vllm_check(checked):
@@ -174,7 +185,7 @@ def test_dry_run_is_short_and_names_the_full_composed_config(tmp_path, monkeypat
     path = Path(data["files"]["composed_config"])
     assert path.parent == tmp_path / "dry-run" / "verl8" / "verl" and f"full config: {path}" in text
     full = path.read_text()
-    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "think"
+    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "response"
     diff = data["differs_from_defaults"]
     assert diff["algorithm.adv_estimator"] == {"default": "gae", "value": "egpo", "by": "spec"}
     assert diff["algorithm.egpo.lambda"] == {"default": "<absent>", "value": 0.4, "by": "spec"}

@@ -28,7 +28,7 @@ import torch
 from registry.context import StageContext, StageResult
 from registry.spec.sft import SFTSpec
 from runners.modeling import apply_cpu_threads, load_model, resolve_base_model
-from runners.reward import REWARD_FUNCTIONS
+from runners.reward_file import load_reward
 from runners.sft.checkpoint import apply_checkpoint, resume_checkpoint, save_checkpoint
 from runners.sft.data import BatchPlan, Example, collate, load_examples
 from runners.sft.format_check import format_report
@@ -93,7 +93,7 @@ def eval_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int,
 
 
 def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
-    from tqdm import tqdm
+    from registry.progress import progress
 
     spec, model_spec = stage_spec, ctx.spec.model
     if model_spec is None:
@@ -155,7 +155,7 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
                      micro_batches=spec.grad_accum, group_by_length=spec.group_by_length)
     recent: list[float] = []
     last_eval = None
-    bar = tqdm(total=max_steps, initial=step, desc="sft", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    bar = progress(max_steps, step, desc="sft", unit="step")  # a line every 10 % when not a terminal
     while step < max_steps:
         started = time.perf_counter()
         micro = [
@@ -198,7 +198,7 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
         sample = test[: spec.format_samples]
         longest = max(len(tokenizer(e.ground_truth, add_special_tokens=False)["input_ids"]) for e in sample)
         rates, rows = format_report(
-            model, tokenizer, sample, REWARD_FUNCTIONS[ctx.spec.reward.function],
+            model, tokenizer, sample, load_reward(ctx.spec.reward, ctx.project_root, ctx.spec.data.data_source if ctx.spec.data else ""),
             max_new_tokens=longest + 16, batch_size=spec.batch_size,
         )
         result_metrics["sft/format_rate"] = rates["format_rate"]

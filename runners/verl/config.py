@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from registry import redact
+from runners.reward_file import verl_reward_config
+
 if TYPE_CHECKING:
     from registry.spec import Spec
     from registry.spec.train import TrainSpec
@@ -29,6 +32,7 @@ CONFIG_NAME = "rlreg_verl"
 VERL_SEARCHPATH = "pkg://verl.trainer.config"
 EGPO_PLUGIN_MODULE = "runners.verl.egpo_plugin"
 REWARD_FILE = Path(__file__).resolve().parents[1] / "reward.py"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EGPO_ESTIMATORS = ("egpo", "egpo_token")
 
 # Subtrees this mapping adds to verl's config on purpose (verl allows extra keys there).
@@ -64,7 +68,7 @@ class VerlLaunchConfig:
     def write(self, config_dir: Path) -> Path:
         config_dir.mkdir(parents=True, exist_ok=True)
         path = config_dir / f"{CONFIG_NAME}.yaml"
-        path.write_text(self.file_text())
+        redact.write_text(path, self.file_text())  # secrets never on disk (docs/operations.md)
         return path
 
 
@@ -87,6 +91,7 @@ def build_config(
     checkpoint_dir: str,
     env_vars: dict[str, str],
     experiment_name: str | None = None,
+    project_root: Path | None = None,
 ) -> VerlLaunchConfig:
     """Map ``spec.train`` (+ model and reward) onto verl keys. Paths arrive already resolved."""
     algo, rollout, optim, verl = train.algorithm, train.rollout, train.optimizer, train.verl
@@ -98,6 +103,13 @@ def build_config(
         "norm_adv_by_std_in_grpo": algo.norm_adv_by_std_in_grpo,
         "use_kl_in_reward": False,
         "kl_ctrl": {"type": "fixed", "kl_coef": algo.kl_loss_coef},
+        # DAPO dynamic sampling; verl 0.9.1's v1 trainer reads enable/metric and ignores
+        # max_num_gen_batches (it logs a warning and bounds work by max_inflight_gen_batches)
+        "filter_groups": {
+            "enable": algo.filter_groups.enable,
+            "metric": algo.filter_groups.metric,
+            "max_num_gen_batches": algo.filter_groups.max_num_gen_batches,
+        },
     }
     if algo.adv_estimator in EGPO_ESTIMATORS:
         # read by runners/verl/egpo_plugin.py (and runners.common.advantages.config_value)
@@ -107,13 +119,8 @@ def build_config(
             "entropy_scope": algo.entropy_scope,
         }
 
-    reward_cfg: dict[str, Any] = {
-        "custom_reward_function": {
-            "path": str(REWARD_FILE),
-            "name": "compute_score",
-            "reward_kwargs": {"reward_function": spec.reward.function},
-        }
-    }
+    # reward.custom_reward_function: the key main_ppo reads (a top-level one is not migrated)
+    reward_cfg: dict[str, Any] = {"custom_reward_function": verl_reward_config(spec.reward, project_root or PROJECT_ROOT)}
 
     ray_init: dict[str, Any] = {"runtime_env": {"env_vars": dict(env_vars)}}
     if verl.ray_address:

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from registry.redact import redact_argv, redact_text
 from runners.verl.config import CONFIG_NAME, EGPO_PLUGIN_MODULE
 
 MAIN_MODULE = "verl.trainer.main_ppo"
-# verl's console logger: "step:12 - actor/entropy:0.53 - critic/score/mean:0.25 - ..."
+# verl's console logger: "step:12 - actor/entropy:0.53 - critic/score/mean:np.float64(0.25) - ..."
+# (values are pprint.pformat-ed: numpy 2 scalars print as np.float64(x))
 _STEP_LINE = re.compile(r"(?:^|\s)step:(\d+)\s+-\s+(.*)$")
-_METRIC = re.compile(r"([A-Za-z0-9_./@:-]+):(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))")
+_METRIC = re.compile(r"([A-Za-z0-9_./@:-]+):(?:np\.[a-z0-9_]+\()?(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))")
 
 
 class VerlExitError(RuntimeError):
@@ -114,7 +116,7 @@ def launch(
     result = LaunchResult(returncode=-1, log_path=log_path)
     start = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"# rlreg: {' '.join(argv)}\n")
+        log.write(f"# rlreg: {' '.join(redact_argv(argv))}\n")
         log.flush()
         proc = subprocess.Popen(
             argv,
@@ -139,6 +141,7 @@ def launch(
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
+                line = redact_text(line)  # verl prints its config; the log and console get it masked
                 console.write(line)
                 console.flush()
                 log.write(line)
