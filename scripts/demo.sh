@@ -15,6 +15,12 @@ mlflow run . -P spec=demo-grpo --env-manager local --experiment-name rlreg-demo
 mlflow run . -P spec=demo-egpo --env-manager local --experiment-name rlreg-demo
 # the baseline: the shared SFT model evaluated on the same prompts and seeds (cache hits for convert/sft)
 mlflow run . -P spec=demo-sft --env-manager local --experiment-name rlreg-demo
-rlreg compare demo-grpo demo-egpo
-rlreg report demo-grpo demo-egpo -o report.html
+# The verdicts: both RL arms against the SFT model they started from (paired per prompt: same
+# eval records and seeds), then EGPO against GRPO. One training seed per arm here, so the
+# intervals cover prompts, not training seeds: `rlreg study run study-grpo-vs-egpo` adds seeds.
+echo; echo "== RL vs SFT (each arm minus demo-sft) =="
+rlreg compare demo-sft demo-grpo demo-egpo --primary eval/accuracy_mean
+echo; echo "== EGPO vs GRPO =="
+rlreg compare demo-grpo demo-egpo --primary eval/accuracy_mean
+rlreg report demo-sft demo-grpo demo-egpo -o report.html
 echo "Report: $(pwd)/report.html"
