@@ -25,6 +25,7 @@ class FilterGroupsSpec(SpecModel):
     max_num_gen_batches: int = Field(
         10,
         ge=0,
+        le=1000,
         description="Generation batches (of train_batch_size prompts) one step may draw. builtin: when they run out, "
         "the step trains on what it has, topped up with uninformative groups (logged), never an endless loop; "
         "0 = up to one epoch of batches. verl 0.9.1's v1 trainer reads the key but ignores it (it bounds work "
