@@ -22,6 +22,8 @@ LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
     "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
     "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+    "study": ("registry.study.cli:study", "Run a study (arms × grid × seeds) and show its cells."),
+    "runs": ("registry.runlist:runs", "List runs (spec, study/arm/seed, status, duration, metrics)."),
 }
 
 
@@ -219,8 +221,7 @@ def diff(a: str, b: str, show_all: bool, fmt: str) -> None:
 def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool) -> None:
     """Run a spec: one parent MLflow run, one child run per stage, cached stages reused."""
     from registry.loader import load_spec
-    from registry.pipeline import Pipeline, overrides, plan_lines, select_stages
-    from registry.stages import load_runner
+    from registry.pipeline import Pipeline, overrides, plan_lines
 
     try:
         loaded = load_spec(spec)
@@ -234,18 +235,13 @@ def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool
     for line in overrides(loaded):
         echo(f"  override {line}")
     echo("Stages:")
+    if dry_run:
+        from registry.plan import dry_run_report
+
+        dry_run_report(loaded, only, echo, as_json)
+        return
     for line in plan_lines(loaded, only):
         echo(line)
-    if dry_run:
-        for stage in select_stages(loaded, only):
-            runner = load_runner(stage, loaded.spec)
-            describe = getattr(runner, "describe", None)
-            if describe is not None:
-                from registry.stages import STAGES
-
-                echo(f"\n--- {stage} ---")
-                echo(describe(getattr(loaded.spec, STAGES[stage].section), loaded.spec))
-        return
     import contextlib
 
     # With --json, stdout carries only the JSON summary: anything libraries print (MLflow prints

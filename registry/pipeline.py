@@ -92,9 +92,15 @@ class Pipeline:
         force: bool | list[str] = False,
         echo: Callable[[str], None] = print,
         root: Path | None = None,
+        tags: dict[str, str] | None = None,
+        stage_specs: dict[str, Any] | None = None,
     ):
         self.loaded = loaded
         self.spec = loaded.spec
+        self.extra_tags = dict(tags or {})
+        """More parent-run tags (a study cell's rlreg.study/arm/seed/cell/grid)."""
+        self.stage_specs = dict(stage_specs or {})
+        """Stage → the spec it runs with instead of ``spec`` (a study's shared stages: no seed override)."""
         self.only = stages
         self.force = force
         self.echo = echo
@@ -163,6 +169,7 @@ class Pipeline:
             "mlflow.runName": spec.name,
             **git_info(self.root),
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
+            **self.extra_tags,
         }
         attached = os.environ.pop("MLFLOW_RUN_ID", None)  # set by `mlflow run`
         if attached:
@@ -188,8 +195,11 @@ class Pipeline:
     def _forced(self, stage: str) -> bool:
         return self.force is True or (isinstance(self.force, list) and stage in self.force)
 
+    def _stage_spec(self, stage: str) -> Any:
+        return self.stage_specs.get(stage, self.spec)
+
     def _run_stage(self, stage, i, n, parent_id, exp_id, inputs, digests) -> StageOutcome:
-        key, payload = cache.stage_key(stage, self.spec, digests, self.root, self.ref_digest)
+        key, payload = cache.stage_key(stage, self._stage_spec(stage), digests, self.root, self.ref_digest)
         label = f"[{i}/{n}] {stage}"
         hit = None if self._forced(stage) else cache.find_cached(self.client, all_experiment_ids(self.client), key)
         lock = None
@@ -236,7 +246,7 @@ class Pipeline:
         run = self.client.create_run(exp_id, tags=tags)
         self._open_children.add(run.info.run_id)
         tracker = Tracker(self.client, run.info.run_id)
-        tracker.log_params(stage_spec_payload(stage, self.spec))
+        tracker.log_params(stage_spec_payload(stage, self._stage_spec(stage)))
         tracker.log_dict(payload, "cache_key_payload.json")
         return run.info.run_id
 
@@ -256,13 +266,14 @@ class Pipeline:
         tmp.mkdir(parents=True)
         work.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(self.client, child_id)
+        spec = self._stage_spec(stage)
         ctx = StageContext(
-            stage=stage, spec=self.spec, out_dir=tmp, work_dir=work, inputs=dict(inputs),
+            stage=stage, spec=spec, out_dir=tmp, work_dir=work, inputs=dict(inputs),
             tracker=tracker, project_root=self.root, resolve_ref=self.resolve_ref,
         )
-        section = getattr(self.spec, STAGES[stage].section)
+        section = getattr(spec, STAGES[stage].section)
         try:
-            runner = load_runner(stage, self.spec)
+            runner = load_runner(stage, spec)
             result = runner.run(section, ctx)
             tracker.flush()
             final = self.store_root / "stages" / stage / key / child_id
