@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,14 +114,17 @@ def list_cmd(as_json: bool) -> None:
 
 @main.command()
 @click.argument("spec")
-@click.option("--resolved", is_flag=True, help="Show the spec after `extends` and defaults.")
+@click.argument("set_keys", metavar="[KEY=VALUE | ~KEY]...", nargs=-1)
+@click.option("--resolved", is_flag=True, help="Show the spec after `extends`, overrides and defaults.")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
-def show(spec: str, resolved: bool, fmt: str) -> None:
-    """Print a spec (as written, or --resolved)."""
+def show(spec: str, set_keys: tuple[str, ...], resolved: bool, fmt: str) -> None:
+    """Print a spec (as written, or --resolved). Overrides imply --resolved."""
     from registry.loader import load_spec, read_yaml
+    from registry.overrides import change_lines
     from registry.pipeline import overrides
 
-    loaded = load_spec(spec)
+    loaded = load_spec(spec, overrides=set_keys)
+    resolved = resolved or bool(set_keys)
     data: Any = loaded.spec.model_dump(mode="json") if resolved else read_yaml(loaded.path)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -132,6 +136,8 @@ def show(spec: str, resolved: bool, fmt: str) -> None:
         click.echo(f"# resolved: {chain}")
         for line in overrides(loaded):
             click.echo(f"# override {line}")
+        for line in change_lines(loaded):
+            click.echo(f"# set {line}")
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
@@ -183,15 +189,26 @@ def schema(output: Path | None) -> None:
 @main.command()
 @click.argument("a")
 @click.argument("b")
+@click.argument("b_set", metavar="[KEY=VALUE | ~KEY]...", nargs=-1)
+@click.option("--a-set", "a_set", multiple=True, metavar="KEY=VALUE", help="An override for A (repeatable).")
+@click.option("--b-set", "b_set_opt", multiple=True, metavar="KEY=VALUE",
+              help="An override for B (repeatable; same as listing it after B).")
 @click.option("--all", "show_all", is_flag=True, help="Show unchanged keys too.")
 @click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True)
-def diff(a: str, b: str, show_all: bool, fmt: str) -> None:
-    """Key-aware diff of two resolved specs (spec names, .yaml paths or MLflow run ids)."""
+def diff(a: str, b: str, b_set: tuple[str, ...], a_set: tuple[str, ...], b_set_opt: tuple[str, ...],
+         show_all: bool, fmt: str) -> None:
+    """Key-aware diff of two resolved specs (spec names, .yaml paths or MLflow run ids).
+
+    Overrides after B apply to B (`rlreg diff demo-egpo demo-egpo train.algorithm.egpo_lambda=0.2`
+    shows what that override changes); --a-set applies one to A."""
     from registry.diff import diff_specs
     from registry.diff import fmt as fmt_value
     from registry.specref import resolved_spec_dict
 
-    left, right = resolved_spec_dict(a), resolved_spec_dict(b)
+    b_overrides = [*b_set, *b_set_opt]
+    left, right = resolved_spec_dict(a, list(a_set)), resolved_spec_dict(b, b_overrides)
+    a = " ".join([a, *(shlex.quote(o) for o in a_set)])
+    b = " ".join([b, *(shlex.quote(o) for o in b_overrides)])
     changes = diff_specs(left, right, include_same=show_all)
     if fmt == "json":
         click.echo(json.dumps([{"key": c.key, "kind": c.kind, "a": None if c.kind == "added" else c.left,
@@ -214,17 +231,25 @@ def diff(a: str, b: str, show_all: bool, fmt: str) -> None:
 # -- run ------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("spec")
+@click.argument("set_keys", metavar="[KEY=VALUE | ~KEY]...", nargs=-1)
+@click.option("--overrides", "overrides_text", metavar="'K=V ...'",
+              help="Overrides as one string, split like a shell would (for `mlflow run -P overrides=...`).")
 @click.option("--stages", help="Comma-separated subset of the spec's stages to run (earlier outputs come from the cache).")
 @click.option("--force", is_flag=True, help="Re-run stages even when a cached result exists.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and e.g. the verl command) without running.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
-def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool) -> None:
-    """Run a spec: one parent MLflow run, one child run per stage, cached stages reused."""
+def run(spec: str, set_keys: tuple[str, ...], overrides_text: str | None, stages: str | None, force: bool,
+        dry_run: bool, as_json: bool) -> None:
+    """Run a spec: one parent MLflow run, one child run per stage, cached stages reused.
+
+    KEY=VALUE sets a key of the resolved spec (train.algorithm.egpo_lambda=0.2, seed=3); ~KEY
+    removes one. Values are YAML scalars or flow lists ([a, b])."""
     from registry.loader import load_spec
+    from registry.overrides import change_lines, split_option
     from registry.pipeline import Pipeline, overrides, plan_lines
 
     try:
-        loaded = load_spec(spec)
+        loaded = load_spec(spec, overrides=[*split_option(overrides_text), *set_keys])
     except RlregError as exc:
         _fail_attached_run(exc)
         raise
@@ -234,6 +259,10 @@ def run(spec: str, stages: str | None, force: bool, dry_run: bool, as_json: bool
     echo(f"Spec {loaded.name}: {chain}")
     for line in overrides(loaded):
         echo(f"  override {line}")
+    if loaded.overrides:
+        echo(f"Overrides: {shlex.join(loaded.overrides)}")
+        for line in change_lines(loaded):
+            echo(f"  set {line}")
     echo("Stages:")
     if dry_run:
         from registry.plan import dry_run_report

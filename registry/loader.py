@@ -6,7 +6,9 @@ Rules (enforced before any validation):
   cannot escape ``specs/``.
 - ``extends: parent`` deep-merges the child over the parent: mappings merge, lists and scalars
   replace, an explicit ``null`` clears a section. Chains are allowed; cycles are reported with the
-  chain. ``name`` is never inherited: it is the child's own ``name`` or its file stem.
+  chain. ``name`` is never inherited: it is the child's own ``name`` or its file stem. The parent
+  is looked up next to the file first, then in the project's ``specs/``.
+- Command-line overrides (``key=value``, ``~key``) apply to the merged mapping, before validation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -112,7 +114,12 @@ class LoadedSpec:
     """The merged mapping before validation."""
     parent_raw: dict[str, Any] | None = None
     """The resolved parent mapping (for 'what does this spec override')."""
-    origins: dict[str, Path] = field(default_factory=dict)
+    origins: dict[str, Any] = field(default_factory=dict)
+    """Dotted key → the file (Path) or override (str) that set it."""
+    overrides: list[str] = field(default_factory=list)
+    """Command-line overrides as typed, applied after ``extends`` (already in ``raw`` and ``spec``)."""
+    base_raw: dict[str, Any] | None = None
+    """The merged mapping before the overrides (None without overrides)."""
 
     @property
     def name(self) -> str:
@@ -139,14 +146,32 @@ def _resolve_raw(path: Path, seen: list[Path]) -> tuple[dict[str, Any], list[Pat
             f"{where}: extends: '{parent_ref}' is not a valid spec name "
             "(use the name of a file in the same specs/ directory, without .yaml)"
         )
-    parent_path = path.parent / f"{parent_ref}.yaml"
-    if not parent_path.is_file():
-        raise SpecError(f"{where}: extends: no spec named '{parent_ref}' next to it ({display_path(parent_path)} is missing)")
+    parent_path = _find_parent(path, parent_ref)
     parent, chain, origins, _ = _resolve_raw(parent_path, [*seen, path])
     parent.pop("name", None)  # never inherited
     merged = deep_merge(parent, own)
     origins = {**origins, **{k: path for k in _leaf_keys(own)}}
     return merged, [path, *chain], origins, {**parent, "name": own["name"]}
+
+
+def _find_parent(path: Path, parent_ref: str) -> Path:
+    """``extends: NAME`` → NAME.yaml next to the file, else in the project's specs/ (so a scratch
+    file or a study arm outside specs/ can extend a shipped spec)."""
+    candidates = [path.parent / f"{parent_ref}.yaml"]
+    project = specs_dir() / f"{parent_ref}.yaml"
+    if project not in candidates:
+        candidates.append(project)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    where = display_path(path)
+    looked = " or ".join(display_path(c.parent) for c in candidates)
+    known = sorted({p.stem for c in candidates for p in c.parent.glob("*.yaml")} - {path.stem})
+    import difflib
+
+    close = difflib.get_close_matches(parent_ref, known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known) or 'none'}"
+    raise SpecError(f"{where}: extends: no spec named '{parent_ref}' next to it or in specs/ (looked in {looked}; {hint})")
 
 
 def _leaf_keys(obj: Any, prefix: str = "") -> list[str]:
@@ -158,10 +183,20 @@ def _leaf_keys(obj: Any, prefix: str = "") -> list[str]:
     return [prefix] if prefix else []
 
 
-def load_spec(ref: str | Path, base_dir: Path | None = None) -> LoadedSpec:
-    """Load, resolve ``extends`` and validate. Raises SpecError/UsageError with clear messages."""
+def load_spec(ref: str | Path, base_dir: Path | None = None, overrides: Sequence[str] = ()) -> LoadedSpec:
+    """Load, resolve ``extends``, apply command-line ``overrides`` (``key=value`` / ``~key``, see
+    registry/overrides.py) and validate. Raises SpecError/UsageError with clear messages."""
+    from registry.overrides import apply_overrides, parse_overrides
+
+    if isinstance(overrides, str):  # one string would silently become one override per character
+        raise TypeError("overrides must be a sequence of strings, not a string")
+    parsed = parse_overrides(overrides)
     path = spec_path(str(ref), base_dir) if not isinstance(ref, Path) else ref.resolve()
     raw, chain, origins, parent_raw = _resolve_raw(path, [])
+    base_raw = None
+    if parsed:
+        base_raw = raw
+        raw, origins = apply_overrides(raw, parsed, origins)
     try:
         spec = Spec.model_validate(raw)
     except Exception as exc:  # pydantic.ValidationError
@@ -171,7 +206,8 @@ def load_spec(ref: str | Path, base_dir: Path | None = None) -> LoadedSpec:
             raise
         problems = format_validation_error(exc, path, origins)
         raise SpecError("\n".join(problems), problems) from None
-    return LoadedSpec(spec=spec, path=path, chain=chain, raw=raw, parent_raw=parent_raw, origins=origins)
+    return LoadedSpec(spec=spec, path=path, chain=chain, raw=raw, parent_raw=parent_raw, origins=origins,
+                      overrides=list(overrides), base_raw=base_raw)
 
 
 def list_specs(base_dir: Path | None = None) -> list[Path]:

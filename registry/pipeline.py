@@ -171,6 +171,10 @@ class Pipeline:
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
             **self.extra_tags,
         }
+        if self.loaded.overrides:  # as typed; the params and spec.yaml hold their effect
+            import shlex
+
+            tags["rlreg.overrides"] = shlex.join(self.loaded.overrides)
         attached = os.environ.pop("MLFLOW_RUN_ID", None)  # set by `mlflow run`
         if attached:
             run = self.client.get_run(attached)
@@ -406,8 +410,14 @@ def overrides(loaded: LoadedSpec) -> list[str]:
         parent = loaded.parent_raw
     from registry.diff import diff_specs, fmt
 
+    own = spec_dump(loaded.spec)
+    if loaded.base_raw is not None:  # command-line overrides are listed apart (overrides.change_lines)
+        try:
+            own = Spec.model_validate(loaded.base_raw).model_dump(mode="json")
+        except Exception:
+            pass
     return [f"{c.key}: {fmt(c.left)} -> {fmt(c.right)}"
-            for c in diff_specs(parent, spec_dump(loaded.spec)) if c.key not in ("name", "extends")]
+            for c in diff_specs(parent, own) if c.key not in ("name", "extends")]
 
 
 def dump_yaml(obj: Any) -> str:

@@ -3,7 +3,8 @@
     specs/x.yaml: train.algorithm.adv_estimtor: unknown field (did you mean adv_estimator?)
 
 file, dotted path, what is wrong, the fix. For keys inherited through ``extends`` the file that
-set the key is named too.
+set the key is named too; a key set by a command-line override names the override instead of the
+file (``override 'train.algorithm.egpo_lambd=0.2': train.algorithm.egpo_lambd: unknown field …``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ def format_validation_error(exc: ValidationError, path: Path, origins: dict[str,
         dotted = ".".join(str(p) for p in loc)
         what = _describe(err, loc, root)
         origin = _origin(dotted, origins or {}, path)
+        if isinstance(origin, str):  # an override (registry.overrides.OverrideSource) is the source
+            lines.append(f"{origin}: {dotted}: {what}" if dotted else f"{origin}: {what}")
+            continue
         prefix = f"{where}: {dotted}: " if dotted else f"{where}: "
-        lines.append(prefix + what + (f" [set in {display_path(origin)}]" if origin else ""))
+        lines.append(prefix + what + (f" [set in {display_path(origin)}]" if origin else "")
+                     + ("" if dotted else _root_overrides(origins or {})))
     # pydantic reports a model-level error once per failing validator; keep order, drop repeats
     return list(dict.fromkeys(lines))
 
@@ -46,11 +51,26 @@ def display_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def _origin(dotted: str, origins: dict[str, Path], path: Path) -> Path | None:
+def _origin(dotted: str, origins: dict[str, Any], path: Path) -> Path | str | None:
+    """The file (a Path) or override (a str) that set the key an error is about. An override wins
+    when the error is at or below the key it set, or on a section holding that key."""
+    for key, src in reversed(list(origins.items())):
+        if isinstance(src, str) and dotted and (
+            key == dotted or dotted.startswith(key + ".") or key.startswith(dotted + ".")
+        ):
+            return src
     for key, src in origins.items():
+        if isinstance(src, str):
+            continue
         if (key == dotted or key.startswith(dotted + ".")) and dotted and src != path:
             return src
     return None
+
+
+def _root_overrides(origins: dict[str, Any]) -> str:
+    """A whole-spec error under overrides: list them, they may be why."""
+    sources = list(dict.fromkeys(src for src in origins.values() if isinstance(src, str)))
+    return f" [with {', '.join(sources)}]" if sources else ""
 
 
 def _describe(err: dict[str, Any], loc: tuple, root: type[BaseModel]) -> str:

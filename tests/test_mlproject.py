@@ -23,5 +23,6 @@ def test_mlproject_entry_point():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     assert project["python_env"] == "python_env.yaml"
     main = project["entry_points"]["main"]
-    assert main["command"] == "python -m registry run {spec}"
+    assert main["command"] == "python -m registry run {spec} --overrides {overrides}"
     assert main["parameters"]["spec"]["default"] == "demo-grpo"
+    assert main["parameters"]["overrides"] == {"type": "string", "default": ""}

@@ -115,7 +115,9 @@ class EvalSpec(SpecModel):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
     max_new_tokens: int = Field(256, ge=1, description="Generation length cap.")
     max_prompt_length: int = Field(4096, ge=8, description="Prompts longer than this (tokens) are cut from the left.")
-    seed: int = Field(1234, description="Base seed; repeat r uses seed + r.")
+    seed: int = Field(
+        1234, description="Base sampling seed; repeat r uses seed + r. Unset in a spec: the spec's top-level `seed`."
+    )
     bfcl: BfclSpec = Field(default_factory=BfclSpec, description="Settings for backend: bfcl.")
 
     @model_validator(mode="after")

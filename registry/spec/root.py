@@ -40,7 +40,12 @@ class Spec(SpecModel):
     description: str = Field("", description="What this experiment tests, in a sentence.")
     experiment: str = Field("rl-registry", description="MLflow experiment the runs land in.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags on the parent run.")
-    seed: int = Field(42, description="Global seed (stages have their own seeds too).")
+    seed: int = Field(
+        42,
+        description="The run's seed: train.seed and eval.seed default to it (rollout sampling, prompt order, "
+        "eval sampling). convert (data.seed), sft (sft.seed) and the tiny base model (model.tiny.seed) keep "
+        "their own seeds, so they are shared across seeds (docs/seeds.md).",
+    )
     pipeline: list[StageName] | None = Field(
         None,
         description="Stages to run, in canonical order convert → sft → train → merge → eval → "
@@ -62,6 +67,13 @@ class Spec(SpecModel):
         if not SPEC_NAME_RE.match(v):
             raise ValueError(f"'{v}' is not a valid spec name (use letters, digits, '.', '_', '-')")
         return v
+
+    @model_validator(mode="after")
+    def _stage_seeds(self) -> "Spec":
+        from registry.seeds import fill_stage_seeds
+
+        fill_stage_seeds(self)
+        return self
 
     @model_validator(mode="after")
     def _pipeline_consistent(self) -> "Spec":

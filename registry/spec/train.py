@@ -88,7 +88,10 @@ class TrainSpec(SpecModel):
     total_training_steps: int | None = Field(None, ge=1, description="Stop after this many steps (null: epochs decide).")
     save_freq: int = Field(50, ge=-1, description="Checkpoint every N steps (-1: never).")
     test_freq: int = Field(50, ge=-1, description="Validate every N steps (-1: never).")
-    seed: int = Field(42, description="Training seed.")
+    seed: int = Field(
+        42, description="Training seed: rollout sampling and prompt order (verl: data and rollout seeds). "
+        "Unset in a spec: the spec's top-level `seed`."
+    )
     micro_batch_size: int | None = Field(
         None,
         ge=1,
