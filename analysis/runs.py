@@ -136,12 +136,14 @@ def resolve(client: Any, ref: str, run_id: str | None = None) -> RunRecord:
     ``run_id`` pins the run for a spec name (checked to belong to that spec). A stage run's id
     resolves to its parent, where the headline metrics and the spec live.
     """
+    from registry.runref import resolve_run_id, run_ref  # ids or unique prefixes
+
     if run_id is not None:
-        record = get_run(client, run_id)
+        record = get_run(client, resolve_run_id(client, run_id))
         if record.spec and record.spec != ref:
             raise UsageError(f"run {run_id} belongs to spec '{record.spec}', not '{ref}' (fix the --run pairing)")
-    elif RUN_ID_RE.match(ref):
-        record = get_run(client, ref)
+    elif (full := run_ref(client, ref, lambda name: bool(_search(client, f"tags.`{TAG_SPEC}` = {_quote(name)}", 1)))):
+        record = get_run(client, full)
     else:
         return latest_parent(client, ref)
     if record.role == "stage" and record.tags.get(TAG_PARENT):

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from registry.errors import RlregError, SpecError
+from registry.errors import RlregError, SpecError, UsageError
 
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
@@ -100,12 +100,17 @@ def list_cmd(as_json: bool) -> None:
         except RlregError as exc:
             rows.append({"name": path.stem, "extends": None, "stages": [], "description": "",
                          "valid": False, "error": str(exc).splitlines()[0]})
+    from registry.study.load import list_rows
+
+    rows += list_rows()  # studies (kind: study) after the specs
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     width = max([len(r["name"]) for r in rows] + [4])
     for r in rows:
         stages = " → ".join(r["stages"]) if r["valid"] else "INVALID (rlreg validate " + r["name"] + ")"
+        if r.get("kind") == "study" and r["valid"]:
+            stages = f"study: {r['cells']} (rlreg study run {r['name']})"
         parent = f" (extends {r['extends']})" if r["extends"] else ""
         click.echo(f"{r['name']:<{width}}  {stages}{parent}")
         if r["description"]:
@@ -145,15 +150,22 @@ def show(spec: str, set_keys: tuple[str, ...], resolved: bool, fmt: str) -> None
 @click.argument("specs", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def validate(specs: tuple[str, ...], as_json: bool) -> None:
-    """Validate specs (no argument: every spec in specs/). Exit 2 if any is invalid."""
+    """Validate specs and studies (no argument: every file in specs/). Exit 2 if any is invalid."""
     from registry.loader import list_specs, load_spec
+    from registry.study.load import list_studies, study_path, summary, validate_study
     from registry.validation import display_path
 
-    refs: list[Any] = list(specs) or list_specs()
+    refs: list[Any] = list(specs) or [*list_specs(), *list_studies()]
     results, failed = [], 0
     for ref in refs:
         label = display_path(ref) if isinstance(ref, Path) else ref
         try:
+            if study_path(ref) is not None:
+                study = validate_study(study_path(ref))
+                results.append({"spec": label, "kind": "study", "valid": True, "cells": summary(study)})
+                if not as_json:
+                    click.echo(f"ok  {display_path(study.path)}  (study: {summary(study)})")
+                continue
             loaded = load_spec(ref)
             results.append({"spec": label, "valid": True, "stages": loaded.spec.stages()})
             if not as_json:
@@ -173,11 +185,17 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
 
 @main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
-def schema(output: Path | None) -> None:
+@click.option("--study", "of_study", is_flag=True, help="The schema of a study file instead (docs/study.schema.json).")
+def schema(output: Path | None, of_study: bool) -> None:
     """Write the JSON Schema of a spec (editors validate specs with it)."""
     from registry.schema import spec_json_schema
 
-    text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if of_study:
+        from registry.study.model import study_json_schema
+
+        text = json.dumps(study_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False) + "\n"
     if output:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
@@ -248,6 +266,10 @@ def run(spec: str, set_keys: tuple[str, ...], overrides_text: str | None, stages
     from registry.overrides import change_lines, split_option
     from registry.pipeline import Pipeline, overrides, plan_lines
 
+    from registry.study.load import study_path
+
+    if study_path(spec) is not None:
+        raise UsageError(f"'{spec}' is a study, not a spec (run it with `rlreg study run {spec}`)")
     try:
         loaded = load_spec(spec, overrides=[*split_option(overrides_text), *set_keys])
     except RlregError as exc:

@@ -33,7 +33,7 @@ class StagePlan:
         if self.status == "hit":
             return f"cache hit (run {self.hit_run_id})"
         if self.status == "shared":
-            return f"runs once, shared with {self.shared_with}"
+            return f"shared: computed once, by {self.shared_with}"
         return "runs"
 
     def to_json(self) -> dict[str, Any]:

@@ -95,10 +95,28 @@ def format_value(v: Any) -> str:
 
 
 def load_cell(cell: Cell, loaded: LoadedStudy, *, shared: bool = False):
-    """The cell's resolved spec (``shared``: the spec its shared stages run with, no seed override)."""
+    """The cell's resolved spec. ``shared``: the spec its shared stages run with (the arm and grid
+    overrides, no seed). A per-seed stage whose seed the top-level ``seed`` does not reach (an
+    explicit ``train.seed``, or convert/sft when the study does not share them) gets its own
+    ``<section>.seed=N`` override, so every per-seed stage really changes with the cell's seed."""
+    from registry.spec import STAGE_SECTION
+
+    if shared:
+        return _load(cell, loaded, cell.shared_overrides)
+    spec = _load(cell, loaded, cell.overrides)
+    extra = []
+    for stage in spec.spec.stages():
+        section = getattr(spec.spec, STAGE_SECTION[stage])
+        if stage in loaded.study.shared_stages or "seed" not in type(section).model_fields:
+            continue
+        if section.seed != cell.seed:
+            extra.append(f"{STAGE_SECTION[stage]}.seed={cell.seed}")
+    return _load(cell, loaded, [*cell.overrides, *extra]) if extra else spec
+
+
+def _load(cell: Cell, loaded: LoadedStudy, overrides: list[str]):
     from registry.loader import load_spec
 
-    overrides = cell.shared_overrides if shared else cell.overrides
     ref = cell.spec
     base = loaded.path.parent
     if ref.endswith((".yaml", ".yml")) and not ref.startswith(("/", "~")):
@@ -106,8 +124,14 @@ def load_cell(cell: Cell, loaded: LoadedStudy, *, shared: bool = False):
     try:
         return load_spec(ref, base_dir=base, overrides=overrides)
     except SpecError as exc:
-        lines = [f"cell {cell.id}: {line}" for line in exc.problems]
+        lines = [f"{_where(loaded)}: cell {cell.id}: {line}" for line in exc.problems]
         raise SpecError("\n".join(lines), lines) from None
     except RlregError as exc:
-        exc.message = f"cell {cell.id}: {exc.message}"
+        exc.message = f"{_where(loaded)}: cell {cell.id}: {exc.message}"
         raise
+
+
+def _where(loaded: LoadedStudy) -> str:
+    from registry.validation import display_path
+
+    return display_path(loaded.path)

@@ -90,3 +90,41 @@ def load_study(ref: str | Path) -> LoadedStudy:
 
 def where(loaded: LoadedStudy) -> str:
     return display_path(loaded.path)
+
+
+def summary(loaded: LoadedStudy) -> str:
+    """``2 arms × 3 seeds = 6 cells`` (grid sizes in between when there is a grid)."""
+    s = loaded.study
+    n = len(s.arms) * len(s.seeds)
+    grid = ""
+    for key, values in s.grid.items():
+        n *= len(values)
+        grid += f" × {len(values)} {key}"
+    return f"{len(s.arms)} arms{grid} × {len(s.seeds)} seeds = {n} cells"
+
+
+def validate_study(ref: str | Path) -> LoadedStudy:
+    """The study file and every cell's spec with its overrides (a typo in an arm's override is
+    reported like a spec error, naming the study file and the cell)."""
+    from registry.study.cells import expand
+    from registry.study.state import cell_specs
+
+    loaded = load_study(ref)
+    cell_specs(loaded, expand(loaded))
+    return loaded
+
+
+def list_rows() -> list[dict]:
+    """``rlreg list`` rows for the study files in specs/."""
+    from registry.errors import RlregError
+
+    rows = []
+    for path in list_studies():
+        try:
+            loaded = validate_study(path)
+            rows.append({"name": loaded.name, "kind": "study", "file": path.name, "extends": None, "stages": [],
+                         "description": loaded.study.description, "valid": True, "cells": summary(loaded)})
+        except RlregError as exc:
+            rows.append({"name": path.stem, "kind": "study", "file": path.name, "extends": None, "stages": [],
+                         "description": "", "valid": False, "error": str(exc).splitlines()[0]})
+    return rows

@@ -110,3 +110,12 @@ class StudySpec(SpecModel):
     @classmethod
     def _canonical_order(cls, v: list[str]) -> list[str]:
         return [s for s in STAGE_ORDER if s in set(v)]
+
+
+def study_json_schema() -> dict[str, Any]:
+    """JSON Schema of a study file (``rlreg schema --study``; docs/study.schema.json)."""
+    schema = StudySpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://rl-registry.dev/study.schema.json"
+    schema["title"] = "rl-registry study"
+    return schema
