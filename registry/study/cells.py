@@ -74,13 +74,17 @@ def format_value(v: Any) -> str:
     """A grid value as an override value that YAML parses back to the same thing."""
     if v is None:
         return "null"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(", ", ": "))  # a YAML flow collection
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return {True: ".nan"}.get(math.isnan(v), ".inf" if v > 0 else "-.inf")
+        if math.isnan(v):
+            return ".nan"
+        if math.isinf(v):
+            return ".inf" if v > 0 else "-.inf"
         text = repr(v)
         if "e" in text and "." not in text.split("e")[0]:  # YAML 1.1 reads 1e-06 as a string
             mantissa, exp = text.split("e")

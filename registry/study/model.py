@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from registry.spec.base import SpecModel
 from registry.spec.root import SPEC_NAME_RE, STAGE_ORDER, StageName
 
-GridValue = str | int | float | bool | None
+GridValue = str | int | float | bool | list | None
 
 
 class ArmSpec(SpecModel):
