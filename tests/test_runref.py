@@ -27,9 +27,9 @@ def _fresh_ids() -> list[str]:
 @pytest.fixture()
 def store(mlflow_uri, monkeypatch, tmp_path):
     """Three parent runs with chosen ids (two share a 7-digit prefix), each with a spec.yaml."""
-    import mlflow.store.tracking.sqlalchemy_store as sa
-
     import uuid
+
+    import mlflow.store.tracking.sqlalchemy_store as sa
 
     IDS[:] = _fresh_ids()
     ids = iter(IDS)

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from registry.cli import main
-from registry.errors import SpecError, UsageError
+from registry.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -131,14 +131,22 @@ def run_study(
             bar.update(1)
 
     status = "FAILED"
+    import signal
+
+    from registry.pipeline import Terminated, _main_thread, _raise_terminated
+
+    # SIGTERM becomes an exception, so the executor stops its cells (each marks its runs KILLED)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
     try:
         ex.run(job_list, on_done)
         outcome.cells = cell_states(client, loaded, cells, specs)
         status = "FINISHED" if not outcome.failed else "FAILED"
-    except BaseException:
+    except (KeyboardInterrupt, Terminated):
         status = "KILLED"
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if bar is not None:
             bar.close()
         _finish_study_run(client, study_run, loaded, outcome, cells, specs, status)
