@@ -186,11 +186,12 @@ def test_rerun_after_failed_and_killed_cells_runs_only_those(local_study):
     assert all(c["status"] == "FINISHED" for c in _json(rlreg(env, "study", "status", "tiny", "--json"))["cells"])
 
 
-def test_sigterm_mid_study_marks_the_cell_killed_and_a_rerun_finishes_it(local_study):
+def test_sigterm_mid_study_marks_the_cell_killed_and_a_rerun_finishes_it(tmp_path):
     import signal
     import time
 
-    env, client = local_study["env"], local_study["client"]
+    env = _setup(tmp_path)
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     specs = Path(env["RLREG_SPECS_DIR"])
     (specs / "study-tiny4.yaml").write_text(STUDY.replace("name: tiny", "name: tiny4").replace("[1, 2, 3]", "[4]")
                                             .replace("  egpo: {spec: tiny-egpo}\n", ""))
@@ -198,16 +199,17 @@ def test_sigterm_mid_study_marks_the_cell_killed_and_a_rerun_finishes_it(local_s
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exps = lambda: [e.experiment_id for e in client.search_experiments()]
     running = []
-    for _ in range(1200):  # until the cell's parent run exists (its process has started work)
-        running = client.search_runs(exps(), "tags.`rlreg.study` = 'tiny4' and attributes.status = 'RUNNING'")
+    for _ in range(1200):  # until a stage of the cell runs (its process is inside the pipeline)
+        running = client.search_runs(exps(), "tags.`rlreg.role` = 'stage' and attributes.status = 'RUNNING'")
         if running or driver.poll() is not None:
             break
         time.sleep(0.5)
     assert running, "the cell never started: " + (driver.stdout.read() if driver.poll() is not None else "")
+    parent_id = running[0].data.tags["mlflow.parentRunId"]
     driver.send_signal(signal.SIGTERM)
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 143, out
-    killed = client.get_run(running[0].info.run_id)
+    killed = client.get_run(parent_id)
     assert killed.info.status == "KILLED" and killed.data.tags["rlreg.cell"] == "grpo/seed=4"
     study_run = client.search_runs(exps(), "tags.`rlreg.study` = 'tiny4' and tags.`rlreg.role` = 'study'")[0]
     assert study_run.info.status == "KILLED"
