@@ -285,6 +285,11 @@ def run(spec: str, set_keys: tuple[str, ...], overrides_text: str | None, stages
         echo(f"Overrides: {shlex.join(loaded.overrides)}")
         for line in change_lines(loaded):
             echo(f"  set {line}")
+        if any(o.startswith("seed=") for o in loaded.overrides):
+            from registry.seeds import pinned_stage_seeds
+
+            for section, value in pinned_stage_seeds(loaded.raw).items():
+                echo(f"  note: {section}.seed is set ({value}), so `seed` does not reach {section} (~{section}.seed to follow it)")
     echo("Stages:")
     if dry_run:
         from registry.plan import dry_run_report

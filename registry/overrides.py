@@ -57,8 +57,10 @@ class Override:
 
 
 def parse_override(text: str) -> Override:
+    if not isinstance(text, str):
+        raise TypeError(f"an override is a string, got {type(text).__name__}")
     where = OverrideSource.of(text)
-    if not isinstance(text, str) or not text.strip():
+    if not text.strip():
         raise SpecError(f"{where}: empty override ({_FIX_SHAPE})")
     if len(text) > MAX_OVERRIDE_CHARS:
         raise SpecError(f"override of {len(text)} characters: longer than {MAX_OVERRIDE_CHARS} (put it in a spec file)")

@@ -113,16 +113,23 @@ def dry_run_report(loaded: LoadedSpec, only: list[str] | None, echo: Any, as_jso
 
     steps = plan(loaded, only, client=open_store_if_present())
     described: dict[str, str] = {}
+    details: dict[str, Any] = {}
     for step in steps:
         echo(f"  {step.stage:<9} {step.runner}  ({step.description})  → {step.mark()}")
-        describe = getattr(load_runner(step.stage, loaded.spec), "describe", None)
+        runner = load_runner(step.stage, loaded.spec)
+        section = getattr(loaded.spec, STAGES[step.stage].section)
+        describe = getattr(runner, "describe", None)
         if describe is not None:
-            described[step.stage] = describe(getattr(loaded.spec, STAGES[step.stage].section), loaded.spec)
+            described[step.stage] = describe(section, loaded.spec)
+        describe_json = getattr(runner, "describe_json", None)  # the runner contract's data form
+        if as_json and describe_json is not None:
+            details[step.stage] = describe_json(section, loaded.spec)
     for stage, text in described.items():
         echo(f"\n--- {stage} ---")
         echo(text)
     if as_json:
         click.echo(json.dumps({"spec": loaded.name, "chain": [p.stem for p in loaded.chain],
                                "overrides": list(getattr(loaded, "overrides", []) or []),
-                               "stages": [{**s.to_json(), "description": described.get(s.stage)} for s in steps]},
-                              indent=2))
+                               "stages": [{**s.to_json(), "describe": described.get(s.stage),
+                                           "details": details.get(s.stage)} for s in steps]},
+                              indent=2, default=str))

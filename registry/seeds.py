@@ -42,3 +42,14 @@ def fill_stage_seeds(spec: "Spec") -> None:
         if section is not None and "seed" not in section.model_fields_set:
             section.seed = spec.seed
 
+
+
+def pinned_stage_seeds(raw: dict) -> dict[str, object]:
+    """Sections in FOLLOWS_SPEC_SEED whose ``seed`` the (merged, overridden) mapping sets itself:
+    the top-level ``seed`` does not reach them, so varying it does not vary that stage."""
+    out = {}
+    for section_name in FOLLOWS_SPEC_SEED:
+        section = raw.get(section_name)
+        if isinstance(section, dict) and "seed" in section:
+            out[section_name] = section["seed"]
+    return out

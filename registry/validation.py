@@ -33,6 +33,8 @@ def format_validation_error(exc: ValidationError, path: Path, origins: dict[str,
         what = _describe(err, loc, root)
         origin = _origin(dotted, origins or {}, path)
         if isinstance(origin, str):  # an override (registry.overrides.OverrideSource) is the source
+            if err.get("type") == "string_type":  # `tags.run=1` parsed as YAML gives an int
+                what += " (quote the value for a string, e.g. key=\"'1'\")"
             lines.append(f"{origin}: {dotted}: {what}" if dotted else f"{origin}: {what}")
             continue
         prefix = f"{where}: {dotted}: " if dotted else f"{where}: "

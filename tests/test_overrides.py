@@ -177,3 +177,79 @@ def test_extends_missing_everywhere_says_where_it_looked(specs, tmp_path):
         load_spec(str(arm))
     assert "extends: no spec named 'chlid' next to it or in specs/" in str(exc.value)
     assert "did you mean child?" in str(exc.value)
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+def cli(*args):
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_diff_applies_trailing_overrides_to_b(specs):
+    r = cli("diff", "child", "child", "train.algorithm.egpo_lambda=0.2", "--format", "json")
+    assert r.exit_code == 0, r.output
+    import json
+
+    assert json.loads(r.output) == [{"key": "train.algorithm.egpo_lambda", "kind": "changed", "a": 0.3, "b": 0.2}]
+    r = cli("diff", "child", "child", "--a-set", "seed=1", "--b-set", "seed=2")
+    assert r.exit_code == 0, r.output
+    # the spec has no eval section: the seed reaches train.seed only
+    assert r.output.strip().splitlines() == ["~ seed        1  ->  2", "~ train.seed  1  ->  2"]
+
+
+def test_diff_of_the_shipped_pair_shows_exactly_the_override(monkeypatch):
+    monkeypatch.delenv("RLREG_SPECS_DIR", raising=False)
+    r = cli("diff", "demo-egpo", "demo-egpo", "train.algorithm.egpo_lambda=0.2")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines() == ["~ train.algorithm.egpo_lambda  0.4  ->  0.2"]
+
+
+def test_diff_same_spec_no_overrides(specs):
+    r = cli("diff", "child", "child", "seed=7")
+    assert r.exit_code == 0 and "resolve to the same spec" in r.output
+
+
+def test_show_with_overrides_is_resolved_and_lists_them(specs):
+    r = cli("show", "child", "train.algorithm.egpo_lambda=0.2", "seed=3")
+    assert r.exit_code == 0, r.output
+    import yaml
+
+    assert "# set train.algorithm.egpo_lambda: 0.3 -> 0.2" in r.output
+    assert "# set seed: 7 -> 3" in r.output
+    data = yaml.safe_load(r.output)
+    assert data["train"]["algorithm"]["egpo_lambda"] == 0.2 and data["seed"] == 3
+
+
+def test_cli_errors_name_the_override_and_exit_2(specs):
+    for args, fragment in [
+        (("show", "child", "train.algorithm.egpo_lambd=0.2"),
+         "Error: override 'train.algorithm.egpo_lambd=0.2': train.algorithm.egpo_lambd: unknown field "
+         "(did you mean egpo_lambda?)"),
+        (("run", "child", "seed.x=1", "--dry-run"), "Error: override 'seed.x=1': seed: is 7 (int), not a mapping"),
+        (("run", "child", "base", "--dry-run"), "Error: override 'base': no '='"),
+        (("run", "child", "--overrides", "seed=1 'x=a", "--dry-run"), "No closing quotation"),
+        (("diff", "child", "base", "--a-set", "x=[1"), "Error: override 'x=[1': value '[1' is not valid YAML"),
+    ]:
+        r = cli(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert fragment in r.output, (args, r.output)
+        assert "Traceback" not in r.output
+
+
+def test_run_dry_run_prints_the_overrides(specs):
+    r = cli("run", "child", "--overrides", "seed=3 'tags.note=a b'", "train.rollout.n=8", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "Overrides: seed=3 'tags.note=a b' train.rollout.n=8" in r.output
+    assert "  set train.rollout.n: 2 -> 8" in r.output
+    assert "  set seed: 7 -> 3" in r.output
+
+
+def test_a_number_for_a_string_field_says_quote_it(specs):
+    with pytest.raises(SpecError) as exc:
+        load_spec("base", overrides=["tags.run=1"])
+    assert str(exc.value).startswith("override 'tags.run=1': tags.run: input should be a valid string")
+    assert "quote the value" in str(exc.value)
+    assert load_spec("base", overrides=["tags.run='1'"]).spec.tags["run"] == "1"

@@ -91,3 +91,19 @@ def test_eval_describe_shows_seed_range():
 
     spec = load_spec(DEMO, overrides=["seed=5"]).spec
     assert f"seeds 5..{5 + spec.eval.repeats - 1}" in describe(spec.eval, spec)
+
+
+def test_run_warns_when_a_stage_pins_its_seed(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    spec = tmp_path / "pinned.yaml"
+    spec.write_text("extends: demo-grpo\ntrain: {seed: 7}\n")
+    monkeypatch.setenv("RLREG_SPECS_DIR", str(ROOT / "specs"))
+    r = CliRunner().invoke(main, ["run", str(spec), "seed=3", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "note: train.seed is set (7), so `seed` does not reach train (~train.seed to follow it)" in r.output
+    assert "eval.seed is set" not in r.output
+    r = CliRunner().invoke(main, ["run", str(spec), "seed=3", "~train.seed", "--dry-run"])
+    assert "note:" not in r.output and "set train.seed: 7 -> 3" in r.output

@@ -211,3 +211,28 @@ def test_generation_in_chunks_equals_one_batch(warm):
     assert torch.equal(whole.response_mask, chunked.response_mask)
     assert whole.group_ids == [prompts[0].uid] * 2 + [prompts[1].uid] * 2 + [prompts[2].uid] * 2
     assert all("</think>" in t for t in whole.texts)  # the warm model answers in the think format
+
+
+def test_think_scope_gets_the_prompt_ids(warm, make_ctx, monkeypatch):
+    """The builtin trainer hands think_span_mask the left-padded prompts of the batch, so a chat
+    template that opens <think> in the prompt (Qwen3-Thinking) is seen (tests/test_think_scope.py)."""
+    import runners.train.loop as loop
+
+    seen = []
+    real = loop.think_span_mask
+
+    def spy(response_ids, mask, open_id, close_id, prompt_ids=None):
+        seen.append((response_ids.shape, None if prompt_ids is None else prompt_ids.clone()))
+        return real(response_ids, mask, open_id, close_id, prompt_ids=prompt_ids)
+
+    monkeypatch.setattr(loop, "think_span_mask", spy)
+    parquet, model_dir = warm
+    spec = task.train_spec("egpo", total_training_steps=1)
+    ctx = make_ctx("train", spec, inputs={"convert.train": parquet, "sft.model": model_dir})
+    run(ctx.spec.train, ctx)
+    (shape, prompts), = seen
+    assert prompts is not None and prompts.shape[0] == shape[0]
+    from transformers import AutoTokenizer
+
+    pad = AutoTokenizer.from_pretrained(model_dir).pad_token_id
+    assert (prompts[:, -1] != pad).all()  # left-padded: every prompt ends at the last column

@@ -4,6 +4,7 @@ bad override keys are spec errors, and the dry-run description shows the launch.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -193,8 +194,10 @@ def test_ray_address_and_cluster_shape(verl8):
     assert cfg["trainer"]["nnodes"] == 2 and cfg["trainer"]["n_gpus_per_node"] == 8
 
 
-def test_describe_without_verl_prints_the_launch_and_says_why_not_composed(verl8):
-    from runners.verl import describe
+def test_describe_without_verl_prints_the_launch_and_says_why_not_composed(verl8, tmp_path, monkeypatch):
+    from runners.verl import describe, describe_json
+
+    monkeypatch.setenv("RLREG_HOME", str(tmp_path))
 
     data = verl8.model_dump(mode="json")
     data.pop("extends", None)
@@ -208,6 +211,27 @@ def test_describe_without_verl_prints_the_launch_and_says_why_not_composed(verl8
     assert "adv_estimator: egpo" in text and "lambda: 0.4" in text
     assert "not composed: no verl python at /nonexistent/venv/bin/python" in text
     assert "scripts/setup-verl-venv.sh" in text
+    assert "algorithm.egpo.entropy_scope: think" in text and len(text.splitlines()) < 120
+    written = tmp_path / "dry-run" / "verl8" / "verl" / f"{CONFIG_NAME}.yaml"
+    assert f"generated config file: {written}" in text and written.is_file()
+    data = describe_json(spec.train, spec)
+    assert json.loads(json.dumps(data)) == data  # the JSON plan can embed it
+    assert data["composed"] is False and data["spec_sets"]["trainer.experiment_name"] == "verl8"
+    assert data["command"][1:3] == ["-m", "verl.trainer.main_ppo"]
+
+
+def test_config_diff_names_changed_new_and_removed_keys():
+    from runners.verl.describe import config_diff, flatten
+
+    assert flatten({"a": {"b": 1, "c": {}}, "d": [1, 2]}) == {"a.b": 1, "a.c": {}, "d": [1, 2]}
+    defaults = {"data": {"seed": None, "batch": 1024, "gone": 1}, "trainer": {"logger": ["console", "wandb"]}}
+    composed = {"data": {"seed": 42, "batch": 1024}, "trainer": {"logger": ["console", "mlflow"]}, "algorithm": {"egpo": {"lambda": 0.4}}}
+    assert config_diff(composed, defaults) == {
+        "algorithm.egpo.lambda": {"default": "<absent>", "value": 0.4},
+        "data.gone": {"default": 1, "value": "<absent>"},
+        "data.seed": {"default": None, "value": 42},
+        "trainer.logger": {"default": ["console", "wandb"], "value": ["console", "mlflow"]},
+    }
 
 
 def test_spec_error_names_the_spec_field_and_fix():

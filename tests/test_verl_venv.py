@@ -148,7 +148,33 @@ def test_verls_own_entrypoint_composes_the_same_config(checked, tmp_path):
     assert printed == _composed(checked, "verl8")
 
 
-# -- the EGPO plugin inside verl ------------------------------------------------------------
+def test_dry_run_is_short_and_names_the_full_composed_config(tmp_path, monkeypatch):
+    """``rlreg run verl8 --dry-run``'s train part: the command, what the spec sets and what differs
+    from verl's own defaults (composed by verl), the ~1000-line config in a named file."""
+    import yaml
+
+    from runners.verl import describe, describe_json
+
+    monkeypatch.setenv("RLREG_HOME", str(tmp_path))
+    spec = load_spec(ROOT / "specs" / "verl8.yaml").spec
+    text = describe(spec.train, spec)
+    data = describe_json(spec.train, spec)  # the same check, not a second verl process
+    assert data["composed"] is True and len(text.splitlines()) < 120
+    path = Path(data["files"]["composed_config"])
+    assert path.parent == tmp_path / "dry-run" / "verl8" / "verl" and f"full config: {path}" in text
+    full = path.read_text()
+    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "think"
+    diff = data["differs_from_defaults"]
+    assert diff["algorithm.adv_estimator"] == {"default": "gae", "value": "egpo", "by": "spec"}
+    assert diff["algorithm.egpo.lambda"] == {"default": "<absent>", "value": 0.4, "by": "spec"}
+    assert diff["actor_rollout_ref.rollout.prompt_length"] == {"default": 512, "value": 9216, "by": "verl"}
+    assert "actor_rollout_ref.actor.optim.lr" not in diff  # 1e-6 is verl's default too
+    assert "  algorithm.adv_estimator: gae -> egpo" in text
+    assert "  actor_rollout_ref.rollout.prompt_length: 512 -> 9216" in text
+    assert "actor_rollout_ref.actor.optim.lr," in text  # listed among the keys set to verl's default
+    assert json.loads(json.dumps(data)) == data
+
+
 
 PLUGIN_SCRIPT = r'''
 import json, sys, types
@@ -186,7 +212,15 @@ responses[0, 5] = 7                       # Qwen3-Thinking: <think> in the promp
 responses[1, 0], responses[1, 4] = 9, 7   # both tags
 responses[3, 2] = 9                        # never closed (truncated): think to the end
 responses[5, 0], responses[5, 8] = 9, 7
-responses[6, 3] = 7                        # row 2, 4, 7: no tags -> empty scope
+responses[6, 3] = 7                        # row 2, 4, 7: no tags
+mask[3, 6:8] = 0                           # a masked hole (tool output) inside row 3's think span
+# prompts: row 2's ends inside an open think block (Qwen3-Thinking's template) -> its untagged,
+# truncated-looking response is all thinking; row 7's template closed the block -> empty scope
+prompt_lengths = [2, 3, 4, 1, 3, 4, 2, 3]
+prompts_right = torch.randint(1, 4, (B, 4), generator=g) * (torch.arange(4)[None, :] < torch.tensor(prompt_lengths)[:, None])
+prompts_right[2, 3] = 9
+prompts_right[7, 1], prompts_right[7, 2] = 9, 7
+prompts = torch.stack([torch.roll(prompts_right[i], 4 - prompt_lengths[i]) for i in range(B)])  # left-padded
 scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0])
 rewards = torch.zeros(B, T)
 rewards[torch.arange(B), lengths - 1] = scores
@@ -197,14 +231,18 @@ def algo(estimator, lam=0.4, scope="think"):
     return OmegaConf.create({"adv_estimator": estimator, "norm_adv_by_std_in_grpo": True, "gamma": 1.0, "lam": 1.0,
                              "egpo": {"lambda": lam, "alpha": 2.0, "entropy_scope": scope}})
 
-tensors = {"rewards": rewards, "mask": mask, "responses": responses, "entropy": entropy}
+tensors = {"rewards": rewards, "mask": mask, "responses": responses, "entropy": entropy, "prompts": prompts}
 cfg = algo("egpo")
-scope = plugin.scope_mask_for(cfg, hf, responses, mask)
+scope = plugin.scope_mask_for(cfg, hf, responses, mask, prompts)
+no_scope = OmegaConf.create({"adv_estimator": "egpo_token", "egpo": {"lambda": 0.4, "alpha": 2.0}})
+res["egpo_token_default_scope_is_response"] = plugin.scope_mask_for(no_scope, hf, responses, mask, prompts) is None
+no_scope.adv_estimator = "egpo"
+res["egpo_default_scope_is_think"] = bool(torch.equal(plugin.scope_mask_for(no_scope, hf, responses, mask, prompts), scope))
 tensors["scope"] = scope
 for name in ("egpo", "egpo_token"):
     for sc in ("think", "response"):
         c = algo(name, scope=sc)
-        s = plugin.scope_mask_for(c, hf, responses, mask)
+        s = plugin.scope_mask_for(c, hf, responses, mask, prompts)
         with plugin.provide_entropy(entropy, s):
             adv, ret = core_algos.get_adv_estimator_fn(name)(token_level_rewards=rewards, response_mask=mask, index=index, config=c)
         tensors[f"registry_{name}_{sc}"] = adv
@@ -250,7 +288,8 @@ def nested(t, lens, dtype=None):
 store = TensorDict({"uid": NonTensorStack(*[NonTensorData(u) for u in index]),
                     "response_mask": nested(mask, lengths, torch.long), "rm_scores": nested(rewards, lengths),
                     "old_log_probs": nested(torch.zeros(B, T), lengths), "entropy": nested(entropy, lengths),
-                    "responses": nested(responses, lengths)}, batch_size=[B])
+                    "responses": nested(responses, lengths),
+                    "prompts": nested(prompts_right, prompt_lengths)}, batch_size=[B])
 written = {}
 class StubTQ:
     @staticmethod
@@ -285,7 +324,7 @@ class Legacy:
     def _compute_old_log_prob(self, batch):
         return DataProto.from_dict(tensors={"old_log_probs": torch.zeros(B, T), "entropys": entropy.clone()}), 0.0
 plugin.patch_legacy_trainer(types.SimpleNamespace(RayPPOTrainer=Legacy))
-batch = DataProto.from_dict(tensors={"responses": responses, "response_mask": mask})
+batch = DataProto.from_dict(tensors={"responses": responses, "response_mask": mask, "prompts": prompts})
 old, _ = Legacy()._compute_old_log_prob(batch)
 old.batch.pop("entropys")  # what verl's fit loop does next
 data = DataProto.from_dict(tensors={"token_level_rewards": rewards, "response_mask": mask}, non_tensors={"uid": index})
@@ -328,11 +367,15 @@ def test_plugin_scope_comes_from_the_tokenizers_think_ids(plugin_run):
 
     from runners.common.advantages import think_span_mask
 
-    _, t = plugin_run
-    expected = think_span_mask(t["responses"], t["mask"], 9, 7)
+    res, t = plugin_run
+    expected = think_span_mask(t["responses"], t["mask"], 9, 7, prompt_ids=t["prompts"])
     assert torch.equal(t["scope"], expected)
     assert t["scope"][0, :5].sum() == 5 and t["scope"][0, 5:].sum() == 0  # Qwen3-Thinking: no opening tag
-    assert t["scope"][2].sum() == 0  # no tags: no think span
+    assert torch.equal(t["scope"][2], t["mask"][2])  # the prompt opened <think>, no tag in the response
+    assert t["scope"][4].sum() == 0 and t["scope"][7].sum() == 0  # no tags, prompt not inside a block
+    assert t["scope"][3, 3:6].tolist() == [1, 1, 1] and t["scope"][3, 6:8].sum() == 0  # the hole stays out
+    assert t["scope"][3, 8:].tolist() == [1, 1, 1, 1]
+    assert res["egpo_token_default_scope_is_response"] and res["egpo_default_scope_is_think"]
 
 
 @pytest.mark.parametrize("name", ["egpo", "egpo_token"])

@@ -10,6 +10,7 @@ from registry.spec.base import SpecModel
 from registry.spec.verl import VerlSpec
 
 EGPO_ESTIMATORS = ("egpo", "egpo_token")
+DEFAULT_ENTROPY_SCOPE = {"egpo": "think", "egpo_token": "response"}
 
 
 class AlgorithmSpec(SpecModel):
@@ -27,10 +28,12 @@ class AlgorithmSpec(SpecModel):
     egpo_alpha: float | None = Field(
         None, gt=1, description="EGPO α (>1 so the bonus never flips a sign). Only for egpo estimators (default 2.0)."
     )
-    entropy_scope: Literal["think", "response"] = Field(
-        "think",
-        description="Tokens whose mean entropy feeds the EGPO bonus: the `<think>…</think>` span "
-        "(the paper) or the whole response (the hardtry verl8 bug).",
+    entropy_scope: Literal["think", "response"] | None = Field(
+        None,
+        description="Tokens whose entropy feeds the EGPO bonus: `think` = the chain of thought "
+        "(`<think>…</think>`; a prompt that opened `<think>` starts it at the first response token), "
+        "`response` = every response token. Default: each paper's choice — `think` for `egpo` "
+        "(Hao et al.), `response` for `egpo_token` (Cheng et al.). hardtry's verl8 ran `egpo` with `response`.",
     )
     use_kl_loss: bool = Field(True, description="Add a KL loss against the frozen reference policy.")
     kl_loss_coef: float = Field(0.001, ge=0, description="KL loss weight.")
@@ -42,6 +45,9 @@ class AlgorithmSpec(SpecModel):
 
     @model_validator(mode="after")
     def _egpo_keys(self) -> AlgorithmSpec:
+        if self.entropy_scope is None:
+            # runners.common.advantages.DEFAULT_ENTROPY_SCOPE; grpo ignores it (think, as before)
+            self.entropy_scope = DEFAULT_ENTROPY_SCOPE.get(self.adv_estimator, "think")
         if self.adv_estimator in EGPO_ESTIMATORS:
             if self.egpo_lambda is None:
                 self.egpo_lambda = 0.4

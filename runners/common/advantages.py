@@ -26,6 +26,10 @@ import torch
 GRPO_EPSILON = 1e-6
 DEFAULT_EGPO_LAMBDA = 0.4
 DEFAULT_EGPO_ALPHA = 2.0
+# Which tokens' entropy feeds the bonus when the config names no scope: each paper's own choice —
+# Hao et al. average over the chain of thought, Cheng et al. shape every response token.
+# registry/spec/train.py applies the same defaults to the spec (a test keeps them equal).
+DEFAULT_ENTROPY_SCOPE = {"egpo": "think", "egpo_token": "response"}
 
 
 class Estimator(Protocol):
@@ -214,32 +218,82 @@ def _frac(flags: torch.Tensor) -> float:
 # -- the <think> span -----------------------------------------------------------------------
 
 
+def prompt_opens_think(prompt_ids: torch.Tensor, think_open_id: int, think_close_id: int) -> torch.Tensor:
+    """[B] bool: the prompt ends inside an open think block — its last think tag is ``<think>``.
+
+    Qwen3-4B-Thinking-2507's chat template ends the generation prompt with ``<think>\\n``, so its
+    responses hold only ``</think>``; a template in non-thinking mode writes ``<think>\\n\\n</think>``
+    (last tag: closed). Positions are compared, not the tail, so left padding (the builtin trainer,
+    verl's legacy batch) and right padding (verl's v1 TransferQueue pads jagged prompts at the end)
+    both work: padding is never a think tag."""
+    if prompt_ids.dim() != 2:
+        raise ValueError(f"prompt_ids must be [B, P], got shape {tuple(prompt_ids.shape)}")
+    if prompt_ids.shape[1] == 0:
+        return torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+    pos = torch.arange(prompt_ids.shape[1], device=prompt_ids.device).expand_as(prompt_ids)
+    none = torch.full_like(pos, -1)
+    last_open = torch.where(prompt_ids == think_open_id, pos, none).max(dim=-1).values
+    last_close = torch.where(prompt_ids == think_close_id, pos, none).max(dim=-1).values
+    return last_open > last_close
+
+
 def think_span_mask(
-    response_ids: torch.Tensor, response_mask: torch.Tensor, think_open_id: int, think_close_id: int
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    think_open_id: int,
+    think_close_id: int,
+    prompt_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """1 on the chain-of-thought tokens of each response, 0 elsewhere (tags themselves excluded).
 
-    The span runs from after the last ``<think>`` before the first ``</think>`` up to that
-    ``</think>``. A response with ``</think>`` but no ``<think>`` starts inside the span (chat
-    templates such as Qwen3-Thinking put ``<think>\\n`` in the prompt). A ``<think>`` never closed
-    (truncated) spans to the end of the response. No tags at all: empty span.
+    Per model turn (a maximal run of response-mask 1 tokens; a single-turn response is one turn,
+    multi-turn rollouts mask tool output between turns): the span runs from after the last
+    ``<think>`` before the turn's first ``</think>`` up to that ``</think>``, or to the turn's end
+    when it has no ``</think>`` (truncated at max_response_length). A turn with no ``<think>`` of
+    its own starts inside the span at its first token when
+
+    * the context before it ends inside an open think block: the last think tag before the turn is
+      ``<think>`` — in the prompt (``prompt_ids``, see :func:`prompt_opens_think`; Qwen3-Thinking's
+      template opens the block there) or in the masked tokens / earlier turns before it; or
+    * it contains ``</think>`` (a close with no open means the block was open already — what
+      rlreg inferred before the prompt was consulted, kept for callers without ``prompt_ids``).
+
+    Otherwise (no tags, context not inside a block) the turn has no span. ``<think></think>`` gives
+    an empty span. Masked positions are never in the span, so holes inside it stay excluded.
     """
     mask = torch.zeros_like(response_mask, dtype=torch.float32)
     valid = response_mask.bool()
-    for row, (ids, ok) in enumerate(zip(response_ids.tolist(), valid.tolist())):
-        length = sum(ok)
-        ids = ids[:length]  # responses are left-aligned; padding comes after
-        close = ids.index(think_close_id) if think_close_id in ids else None
-        end = close if close is not None else length
-        opens = [i for i in range(end) if ids[i] == think_open_id]
-        if opens:
-            start = opens[-1] + 1
-        elif close is not None:
-            start = 0
-        else:
+    if prompt_ids is not None:
+        if prompt_ids.shape[0] != response_ids.shape[0]:
+            raise ValueError(f"prompt_ids has {prompt_ids.shape[0]} rows for {response_ids.shape[0]} responses")
+        opened = prompt_opens_think(prompt_ids, think_open_id, think_close_id).tolist()
+    else:
+        opened = [False] * response_ids.shape[0]
+    for row in range(response_ids.shape[0]):
+        ids = response_ids[row]
+        edges = torch.diff(valid[row].to(torch.int8), prepend=torch.zeros(1, dtype=torch.int8),
+                           append=torch.zeros(1, dtype=torch.int8))
+        starts = (edges == 1).nonzero().flatten().tolist()
+        ends = (edges == -1).nonzero().flatten().tolist()
+        if not starts:
             continue
-        if end > start:
-            mask[row, start:end] = 1.0
+        opens = (ids == think_open_id).nonzero().flatten().tolist()
+        closes = (ids == think_close_id).nonzero().flatten().tolist()
+        tags = sorted([(p, True) for p in opens] + [(p, False) for p in closes])
+        for s, e in zip(starts, ends):
+            before = [is_open for p, is_open in tags if p < s]
+            inside = before[-1] if before else opened[row]
+            close = next((p for p in closes if s <= p < e), None)
+            end = close if close is not None else e
+            own_opens = [p for p in opens if s <= p < end]
+            if own_opens:
+                start = own_opens[-1] + 1
+            elif close is not None or inside:
+                start = s
+            else:
+                continue
+            if end > start:
+                mask[row, start:end] = 1.0
     return mask * response_mask.float()
 
 

@@ -87,17 +87,17 @@ def to_records(questions: list[dict], answers: list[dict], source: str, limit: i
         where = f"{source}: record {i} (id {rid!r})"
         if rid not in by_id or "ground_truth" not in by_id[rid]:
             raise InputDataError(f"{where}: no ground truth with this id in the answer file (pair the question file with its possible_answer file)")
+        category = category_of(str(rid))
+        try:
+            check_category_supported(category)
+        except ValueError as exc:
+            raise UsageError(f"{where}: {exc}") from exc
         turns, functions = q.get("question"), q.get("function")
         if not (isinstance(turns, list) and turns and isinstance(turns[0], list) and isinstance(functions, list)):
             raise InputDataError(f"{where}: expected 'question' as [[{{role, content}}]] and 'function' as a list")
         if len(turns) != 1:
             raise InputDataError(f"{where}: {len(turns)} user turns; the builtin eval scores single-turn "
                                  "categories only (use backend: bfcl for multi_turn)")
-        category = category_of(str(rid))
-        try:
-            check_category_supported(category)
-        except ValueError as exc:
-            raise UsageError(f"{where}: {exc}") from exc
         records.append(EvalRecord(
             id=str(rid), messages=[dict(m) for m in turns[0]], tools=[to_openai_tool(f) for f in functions],
             kind="bfcl", ground_truth=by_id[rid]["ground_truth"], functions=functions, category=category,
@@ -131,6 +131,10 @@ def load(questions: str | None, answers: str | None, category: str | None, wheel
          project_root: Path, resolve: Any, limit: int | None = None) -> list[EvalRecord]:
     """Records from an explicit file pair or a wheel category (exactly one is set by the spec)."""
     if category:
+        try:  # before reading: a multi-turn file would fail on its shape, not on what is wrong
+            check_category_supported(category)
+        except ValueError as exc:
+            raise UsageError(f"eval.bfcl_data.category: {exc}") from exc
         qs, ans, source = wheel_category_files(find_wheel(wheel, project_root), category)
     else:
         qs, ans, source = file_pair(resolve(questions), resolve(answers) if answers else None)

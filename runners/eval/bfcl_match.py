@@ -49,6 +49,13 @@ def category_of(record_id: str) -> str:
 
 
 def check_category_supported(category: str) -> None:
+    if category.startswith("multi_turn"):
+        raise ValueError(
+            f"BFCL category '{category}' is multi-turn: the model works through several user turns "
+            "against BFCL's simulated APIs, which only BFCL's own harness can run and score, and the "
+            f"builtin backend scores single-turn categories ({', '.join(SUPPORTED_PREFIXES)}); set "
+            f"eval.backend: bfcl with eval.bfcl.test_category: {category} (vLLM + bfcl-eval, docs/eval.md)"
+        )
     if category not in SUPPORTED_PREFIXES:
         raise ValueError(
             f"BFCL category '{category}' is not scored by the builtin matcher (supported: "

@@ -6,8 +6,11 @@
   ``1,Qwen3-4B (FC),15.43%,61.70%,N/A,N/A,N/A``. Percent cells become fractions, ``N/A`` (category
   not run) is dropped. BFCL writes rows with a bare ``",".join`` (no quoting), so a row with more
   cells than the header (a comma inside the model's display name) is re-joined from the left.
-  Caution: BFCL's "Multi Turn Overall Acc" is the UNWEIGHTED mean of its four sub-categories with
-  the ones not run counted as 0, so after running only ``multi_turn_base`` it is Base / 4.
+  Caution: BFCL's group "overall" columns count the categories NOT run as 0 (its
+  ``display_na_if_category_missing=False``): after running only ``multi_turn_base`` "Multi Turn
+  Overall Acc" is Base / 4 and data_overall's "Overall Acc" 0.3 × Base / 4 (0.053 for a 0.705
+  model). Such a column is kept only when every category it averages was run
+  (``BFCL_AGGREGATES``); BFCL's other summaries already read ``N/A`` when a member is missing.
 - ``<model>/<group>/BFCL_v4_<category>_score.json``: JSON lines whose first line is
   ``{"accuracy", "correct_count", "total_count"}`` — the exact per-category numbers.
 """
@@ -81,9 +84,36 @@ def parse_score_csv(text: str, source: str = "<csv>") -> list[dict[str, Any]]:
     return out
 
 
-def csv_metrics(score_dir: Path) -> dict[str, float]:
+# The columns bfcl-eval (2026.3.23, eval_runner_helper.generate_leaderboard_csv) aggregates with
+# missing categories counted as 0, and the categories each one averages: (file group, column).
+_NON_LIVE = ("simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple")
+_LIVE = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
+_MULTI_TURN = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
+_AGENTIC = ("web_search_base", "web_search_no_snippet", "memory_kv", "memory_vector", "memory_rec_sum")
+BFCL_AGGREGATES: dict[tuple[str, str], frozenset[str]] = {
+    ("non_live", "Non-Live Overall Acc"): frozenset(_NON_LIVE),
+    ("live", "Live Overall Acc"): frozenset(_LIVE),
+    ("multi_turn", "Multi Turn Overall Acc"): frozenset(_MULTI_TURN),
+    ("agentic", "Agentic Overall Acc"): frozenset(_AGENTIC),
+    ("overall", "Live Acc"): frozenset(_LIVE),
+    ("overall", "Multi Turn Acc"): frozenset(_MULTI_TURN),
+    ("overall", "Overall Acc"): frozenset(_NON_LIVE + _LIVE + _MULTI_TURN + _AGENTIC + ("irrelevance", "live_irrelevance")),
+}
+
+
+def _complete(group: str, column: str, ran: set[str] | None) -> bool:
+    """Whether BFCL's value in this column averages only categories that were run."""
+    members = BFCL_AGGREGATES.get((group, column))
+    if members is None:
+        # an aggregate a newer BFCL added: its treatment of missing categories is unknown
+        return "overall" not in column.lower()
+    return ran is not None and members <= ran
+
+
+def csv_metrics(score_dir: Path, ran: set[str] | None = None) -> dict[str, float]:
     """``eval/bfcl/<file>/<column>`` for every accuracy cell of every score CSV (first model row;
-    a repeat's score dir holds one model). ``N/A`` cells are left out."""
+    a repeat's score dir holds one model). ``N/A`` cells are left out, and so are BFCL's overall
+    columns that count a category of ``ran`` (the categories run) missing as 0."""
     metrics: dict[str, float] = {}
     for path in sorted(score_dir.glob("data_*.csv")):
         rows = parse_score_csv(path.read_text(), str(path))
@@ -91,7 +121,7 @@ def csv_metrics(score_dir: Path) -> dict[str, float]:
             continue
         group = slug(path.stem[len("data_"):])
         for column, value in rows[0].items():
-            if isinstance(value, float) and not math.isnan(value):
+            if isinstance(value, float) and not math.isnan(value) and _complete(group, column, ran):
                 metrics[f"eval/bfcl/{group}/{slug(column)}"] = value
     return metrics
 
@@ -115,8 +145,10 @@ def category_scores(score_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def repeat_metrics(score_dir: Path) -> dict[str, float]:
-    """A repeat's metrics: ``eval/accuracy`` (count-weighted over the categories run),
-    ``eval/<category>_accuracy`` each, and every CSV accuracy column."""
+    """A repeat's metrics: ``eval/accuracy`` = correct / total over the categories run (with one
+    category: BFCL's own number for it; with a whole BFCL group: BFCL's group number where BFCL
+    weights by entry count — live — or the group's categories are equally large — multi-turn),
+    ``eval/<category>_accuracy`` each, and the CSV accuracy columns that are complete."""
     cats = category_scores(score_dir)
     if not cats:
         raise InputDataError(f"{score_dir}: no BFCL_v*_<category>_score.json files; `bfcl evaluate` wrote no scores")
@@ -124,7 +156,7 @@ def repeat_metrics(score_dir: Path) -> dict[str, float]:
     total = sum(s["total_count"] for s in cats.values())
     correct = sum(s.get("correct_count", s["accuracy"] * s["total_count"]) for s in cats.values())
     metrics["eval/accuracy"] = correct / total if total else math.nan
-    metrics.update(csv_metrics(score_dir))
+    metrics.update(csv_metrics(score_dir, set(cats)))
     return metrics
 
 

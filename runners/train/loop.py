@@ -175,7 +175,9 @@ def _train_step(step, prompts, model, ref_model, tokenizer, optimizer, spec: Tra
     ref = batched_token_stats(ref_model, ids, attn, R, ro.temperature, micro, with_entropy=False) if ref_model else None
     mask = batch.response_mask
     entropy = old.entropy.cpu()
-    scope = mask if think_ids is None else think_span_mask(batch.response_ids, mask, *think_ids)
+    scope = mask if think_ids is None else think_span_mask(
+        batch.response_ids, mask, *think_ids, prompt_ids=batch.input_ids[:, : batch.prompt_length]
+    )
     advantages, _, adv_stats = estimator(
         batch.token_level_rewards(), mask, batch.group_ids, config=spec.algorithm, entropy=entropy, scope_mask=scope
     )

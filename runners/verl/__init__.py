@@ -10,7 +10,7 @@ it, and they have neither pydantic's spec models nor MLflow's client necessarily
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from registry.context import StageContext, StageResult
@@ -26,7 +26,16 @@ def run(stage_spec: TrainSpec, ctx: StageContext) -> StageResult:
 
 
 def describe(stage_spec: TrainSpec, spec: Spec) -> str:
-    """What ``rlreg run <spec> --dry-run`` prints: the exact argv, environment and composed config."""
-    from runners.verl.stage import describe_train
+    """What ``rlreg run <spec> --dry-run`` prints: the exact argv and environment, the keys the spec
+    sets and how verl's composed config differs from its defaults; the full composed config is
+    written to a file the text names."""
+    from runners.verl.describe import describe_text
 
-    return describe_train(stage_spec, spec)
+    return describe_text(stage_spec, spec)
+
+
+def describe_json(stage_spec: TrainSpec, spec: Spec) -> dict[str, Any]:
+    """The same as data (JSON-serialisable) for ``rlreg run --dry-run --json``."""
+    from runners.verl.describe import describe_data
+
+    return describe_data(stage_spec, spec)

@@ -11,7 +11,8 @@ Steps, each a failure kind in the result (``error.step``):
             ``verl.utils.config.validate_config``, plus the rollout dataclass the workers build.
   plugin    (optional) import the EGPO plugin and look the estimator up in verl's registry.
 
-The result JSON: ``{"ok", "verl_version", "config" (resolved), "error": {"step", "type", "message"}}``.
+The result JSON: ``{"ok", "verl_version", "config" (resolved), "error": {"step", "type", "message"}}``,
+plus ``"defaults"`` (verl's own ``ppo_trainer``, resolved) when the request sets ``with_defaults``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def check(request: dict) -> dict:
             from hydra import compose
 
             base = compose(config_name="ppo_trainer")
+        if request.get("with_defaults"):  # for the dry run's "differs from verl's defaults"
+            result["defaults"] = _container(base)
         expected = tuple(request.get("expected_new_keys", ()))
         unexpected = [
             k for k in _new_keys(body, base) if not any(k == e or k.startswith(e + ".") for e in expected)

@@ -92,8 +92,11 @@ def require_verl(python: Path) -> None:
         raise MissingExtra(f"verl (train.verl.python = {python})", SETUP_HINT)
 
 
-def check_request(launch: VerlLaunchConfig, config_dir: Path, *, check_plugin: bool = True) -> dict[str, Any]:
-    """The JSON request ``_verl_check.py`` reads for one config (written into ``config_dir``)."""
+def check_request(
+    launch: VerlLaunchConfig, config_dir: Path, *, check_plugin: bool = True, with_defaults: bool = False
+) -> dict[str, Any]:
+    """The JSON request ``_verl_check.py`` reads for one config (written into ``config_dir``);
+    ``with_defaults`` also returns verl's default ``ppo_trainer`` config (``result["defaults"]``)."""
     if not (config_dir / f"{CONFIG_NAME}.yaml").exists():
         launch.write(config_dir)
     return {
@@ -104,6 +107,7 @@ def check_request(launch: VerlLaunchConfig, config_dir: Path, *, check_plugin: b
         "project_root": str(PROJECT_ROOT) if check_plugin else None,
         "plugin_modules": [EGPO_PLUGIN_MODULE],
         "plugin_estimators": list(EGPO_ESTIMATORS),
+        "with_defaults": with_defaults,
     }
 
 

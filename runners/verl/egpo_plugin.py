@@ -14,14 +14,16 @@ actor-side bonus would see a moving policy and could not reach the group-level s
 The driver patch is exact for any ppo_epochs / mini-batch count.
 
 * v1 trainer (``trainer.use_v1: true``, verl 0.9's default): ``PPOTrainer._compute_advantage`` is
-  wrapped; it reads ``entropy``, ``responses``, ``response_mask`` from the TransferQueue (the old-log-
+  wrapped; it reads ``entropy``, ``responses``, ``response_mask``, ``prompts`` from the TransferQueue (the old-log-
   prob step stored them there), builds the scope mask, and holds both while the original runs.
   EGPO's stats (``egpo/bonus_mean`` …) are added to the step's metrics.
 * legacy trainer (``use_v1: false``): ``RayPPOTrainer._compute_old_log_prob`` is wrapped to keep a
   copy of ``entropys`` before the driver pops it; the estimator picks it up in the same step.
 
-Scope (``algorithm.egpo.entropy_scope``): ``think`` = the tokens inside ``<think>…</think>``, found by
-the ids the trainer's own tokenizer gives those tags; ``response`` = every response token.
+Scope (``algorithm.egpo.entropy_scope``, default per estimator: ``think`` for ``egpo``, ``response`` for
+``egpo_token``): ``think`` = the tokens inside ``<think>…</think>``, found by the ids the trainer's own
+tokenizer gives those tags, with the batch's ``prompts`` saying whether the chat template opened the
+block (``runners.common.advantages.think_span_mask``); ``response`` = every response token.
 
 Patches are applied when verl imports the trainer module (an import hook), so loading this plugin
 in rollout/actor workers costs nothing there.
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 
 from runners.common.advantages import (
+    DEFAULT_ENTROPY_SCOPE,
     config_value,
     get_estimator,
     think_span_mask,
@@ -46,7 +49,6 @@ from runners.common.advantages import (
 )
 
 ESTIMATORS = ("egpo", "egpo_token")
-DEFAULT_SCOPE = "think"
 PATCHED: list[str] = []
 """Names of the trainer methods patched in this process (for tests and logs)."""
 
@@ -139,10 +141,18 @@ def register() -> None:
 
 
 def scope_mask_for(
-    algorithm_config: Any, tokenizer: Any, responses: torch.Tensor, response_mask: torch.Tensor
+    algorithm_config: Any,
+    tokenizer: Any,
+    responses: torch.Tensor,
+    response_mask: torch.Tensor,
+    prompts: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """The entropy scope named by ``algorithm.egpo.entropy_scope``; None = the whole response."""
-    scope = config_value(config_value(algorithm_config, "egpo"), "entropy_scope", DEFAULT_SCOPE)
+    """The entropy scope named by ``algorithm.egpo.entropy_scope`` (default: the estimator's, see
+    ``DEFAULT_ENTROPY_SCOPE``); None = the whole response. ``prompts`` (the batch's prompt ids, any
+    padding) tell whether the chat template opened ``<think>`` (Qwen3-Thinking does)."""
+    estimator = str(config_value(algorithm_config, "adv_estimator", "egpo"))
+    default = DEFAULT_ENTROPY_SCOPE.get(estimator, "think")
+    scope = config_value(config_value(algorithm_config, "egpo"), "entropy_scope", default)
     if scope == "response":
         return None
     if scope != "think":
@@ -150,7 +160,7 @@ def scope_mask_for(
     if tokenizer is None:
         raise RuntimeError("entropy_scope 'think' needs the trainer's tokenizer to find <think>/</think>")
     open_id, close_id = think_token_ids(tokenizer)
-    return think_span_mask(responses, response_mask, open_id, close_id)
+    return think_span_mask(responses, response_mask, open_id, close_id, prompt_ids=prompts)
 
 
 def _is_egpo(config: Any) -> bool:
@@ -173,7 +183,7 @@ def patch_v1_trainer(module: Any) -> None:
         data = module.tq.kv_batch_get(
             keys=batch.keys,
             partition_id=batch.partition_id,
-            select_fields=["entropy", "responses", "response_mask"],
+            select_fields=["entropy", "responses", "response_mask", "prompts"],
         )
         if "entropy" not in data.keys():  # noqa: SIM118 - a TensorDict, not a dict
             raise RuntimeError(
@@ -182,7 +192,8 @@ def patch_v1_trainer(module: Any) -> None:
             )
         data = data.to_padded_tensor()
         entropy, responses, mask = data["entropy"], data["responses"], data["response_mask"]
-        scope = scope_mask_for(self.config.algorithm, getattr(self, "tokenizer", None), responses, mask)
+        prompts = data["prompts"] if "prompts" in data.keys() else None  # noqa: SIM118
+        scope = scope_mask_for(self.config.algorithm, getattr(self, "tokenizer", None), responses, mask, prompts)
         with provide_entropy(entropy.float(), scope) as slot:
             result = original(self, batch, metrics)
         metrics.update(slot.stats)
@@ -208,7 +219,10 @@ def patch_legacy_trainer(module: Any) -> None:
             old_log_prob = result[0] if isinstance(result, tuple) else result
             entropy = old_log_prob.batch["entropys"].detach().float().clone()
             mask = batch.batch["response_mask"]
-            scope = scope_mask_for(self.config.algorithm, getattr(self, "tokenizer", None), batch.batch["responses"], mask)
+            prompts = batch.batch["prompts"] if "prompts" in batch.batch.keys() else None  # noqa: SIM118
+            scope = scope_mask_for(
+                self.config.algorithm, getattr(self, "tokenizer", None), batch.batch["responses"], mask, prompts
+            )
             _pending = EntropySlot(entropy, scope)
         return result
 

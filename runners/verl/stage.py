@@ -1,6 +1,6 @@
 """The train stage on verl: plan (spec → config, env, argv), check with verl, launch, collect.
 
-``run_train`` is ``runners.verl.run``; ``describe_train`` is what ``rlreg run --dry-run`` prints.
+``run_train`` is ``runners.verl.run``; ``plan_train`` is shared with the dry run (``describe.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ from registry.errors import UsageError
 from runners.verl import checkpoints
 from runners.verl.compose import (
     PROJECT_ROOT,
-    SETUP_HINT,
     check_config,
     require_verl,
     resolve_verl_python,
-    verl_available,
 )
-from runners.verl.config import CONFIG_NAME, VerlLaunchConfig, build_config
+from runners.verl.config import VerlLaunchConfig, build_config
 from runners.verl.launch import VerlExitError, launch, verl_argv, verl_env
 
 if TYPE_CHECKING:
@@ -138,41 +136,6 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     out_config = ctx.out_dir / "verl_config"
     shutil.copytree(config_dir, out_config)
     return StageResult(outputs={"checkpoints": pointer, "verl_config": out_config}, metrics=metrics, info=info)
-
-
-def describe_train(train: TrainSpec, spec: Spec) -> str:
-    """The launch a run would make, with placeholders for what only exists at run time."""
-    python = resolve_verl_python(train.verl.python, PROJECT_ROOT)
-    model = spec.model.path if spec.model and spec.model.path else "<model>"
-    plan = plan_train(
-        train,
-        spec,
-        project_root=PROJECT_ROOT,
-        model_path=_placeholder_vars(os.path.expandvars(model)),
-        train_files="<convert.train: train.parquet>",
-        val_files="<convert.test: test.parquet>",
-        checkpoint_dir=Path(train.verl.checkpoint_dir or "<train work dir>/checkpoints"),
-        config_dir=Path("<train work dir>/verl"),
-        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "<tracking uri>"),
-        run_id="<train child run id>",
-    )
-    lines = ["verl launch (train.backend: verl)", "", "command:", "  " + shlex.join(plan.argv), "", "environment:"]
-    lines += [f"  {k}={v}" for k, v in plan.env.items()]
-    lines += ["", f"config file <train work dir>/verl/{CONFIG_NAME}.yaml:", plan.launch.file_text()]
-    if plan.launch.overrides:
-        lines += ["overrides (train.verl.verl_overrides):"] + [f"  {o}" for o in plan.launch.overrides] + [""]
-    if verl_available(python):
-        composed = check_config(plan.launch, python, spec_name=spec.name)
-        lines += [f"composed by verl with {python} (Hydra + validate_config passed):", yaml.safe_dump(composed, sort_keys=False)]
-    else:
-        lines += [f"not composed: no verl python at {python} (create it with {SETUP_HINT})"]
-    return "\n".join(lines)
-
-
-def _placeholder_vars(text: str) -> str:
-    """``${MODEL_ROOT}/x`` with MODEL_ROOT unset -> ``<MODEL_ROOT>/x`` (verl would read ``${…}`` as
-    an OmegaConf interpolation and fail to resolve it)."""
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: f"<{m.group(1) or m.group(2)}>", text)
 
 
 def _model_path(ctx: StageContext) -> Path:
