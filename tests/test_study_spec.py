@@ -166,3 +166,30 @@ def test_dry_run_marks_hits_and_shared_stages(specs):
     assert f"cache hit (run {run_id})" in r.output
     r = rlreg("study", "run", "s", "--dry-run")
     assert f"convert   cache hit (run {run_id})" in r.output  # x cells = conv with seed only
+
+
+def test_ray_executor_needs_the_extra_and_refuses_cells_no_node_holds(specs, monkeypatch):
+    import sys
+    import types
+
+    from registry.study.cells import expand
+    from registry.study.executors import CellJob
+    from registry.study.load import load_study
+    from registry.study.ray_executor import RayExecutor
+    from registry.study.runner import resources
+
+    write_study(specs)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    r = rlreg("study", "run", "s", "--executor", "ray")
+    assert r.exit_code == 1 and 'pip install -e ".[ray]"' in r.output and "Traceback" not in r.output
+    verl = load_study("s")  # resources of a verl cell: nnodes × n_gpus_per_node GPUs
+    from registry.loader import load_spec
+
+    assert resources(load_spec(ROOT / "specs" / "verl8.yaml").spec) == (1.0, 4.0)
+    assert resources(load_spec(specs / "a.yaml").spec) == (1.0, 0.0)
+    cell = expand(verl)[0]
+    fake = types.SimpleNamespace(nodes=lambda: [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}])
+    job = CellJob(cell, [], {}, ROOT, ROOT / "x.log", num_cpus=1.0, num_gpus=4.0)
+    with pytest.raises(UsageError, match="needs 1 CPUs and 4 GPUs on one node; the largest node .* 2 GPUs"):
+        RayExecutor._check_fits(fake, [job])
+    RayExecutor._check_fits(fake, [CellJob(cell, [], {}, ROOT, ROOT / "x.log", 1.0, 2.0)])  # fits: no error

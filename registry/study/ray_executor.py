@@ -62,6 +62,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None):
         self.address = address or os.environ.get("RAY_ADDRESS") or "auto"
+        _import_ray()
 
     def run(self, jobs: list[CellJob], on_done: DoneCallback) -> None:
         ray = _import_ray()

@@ -88,6 +88,7 @@ def run_study(
 ) -> StudyOutcome:
     cells = expand(loaded, only)
     specs = cell_specs(loaded, cells)
+    ex = make_executor(executor, jobs, address)  # a missing `ray` is reported before anything starts
     client = ensure_store()  # created/migrated once, before any cell process opens it
     from registry.recovery import reap_dead_runs
 
@@ -102,7 +103,6 @@ def run_study(
             echo(f"  {s.cell.id}: {'FINISHED' if s.state == 'done' else 'RUNNING'} run {s.run_id}, skipped")
     study_run = _start_study_run(client, loaded, cells, specs)
     outcome.study_run_id = study_run
-    ex = make_executor(executor, jobs, address)
     echo(f"Study {loaded.name}: {len(cells)} cells, {len(todo)} to run on '{ex.name}'"
          + (f" ({jobs} at a time)" if ex.name == "local" else "") + f"; study run {study_run}")
     job_list = []
