@@ -6,7 +6,7 @@ Data: ``entropy_data.json`` records ``{"sample_idx", "round", "entropy", "is_aft
 (the entropy stage adds ``model``, ``tool_name``, ``parsed``…), read from a file or from an MLflow
 run's artifacts; or ``simulate()``'d demo data, which is labelled SIMULATED in the figure.
 
-CLI (wired as ``rlreg plot-entropy``)::
+CLI (``rlreg plot-entropy``, in ``analysis/entropy_cli.py``; more sources there)::
 
     rlreg plot-entropy --entropy_file entropy_results/entropy_data.json -o entropy_increase.png
     rlreg plot-entropy --run <run id | spec name> -o entropy_increase.png
@@ -23,8 +23,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import click
 
 from registry.errors import InputDataError, UsageError
 
@@ -223,52 +221,10 @@ def simulate(num_rounds: int = 5, num_samples: int = 100, seed: int = 0) -> list
     return records
 
 
-# -- CLI -----------------------------------------------------------------------------------------
+# -- CLI: analysis/entropy_cli.py (kept importable from here) ----------------------------------
+def __getattr__(name: str):
+    if name == "plot_entropy":
+        from analysis.entropy_cli import plot_entropy
 
-
-@click.command("plot-entropy")
-@click.option("--entropy_file", "--entropy-file", "entropy_files", multiple=True, type=click.Path(dir_okay=False),
-              help="entropy_data.json written by the entropy stage (repeat to overlay several).")
-@click.option("--run", "runs", multiple=True, help="MLflow run id or spec name holding entropy_data.json (repeatable).")
-@click.option("--simulate", "use_simulated", is_flag=True, help="Plot simulated demo data (labelled as such).")
-@click.option("--num_rounds", "--num-rounds", default=5, show_default=True, help="Simulated tool rounds.")
-@click.option("--num_samples", "--num-samples", default=100, show_default=True, help="Simulated samples.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the simulated data.")
-@click.option("--after_tool_only", "--after-tool-only", is_flag=True,
-              help="Drop round 0 (the seed's plot showed only rounds after a tool answer).")
-@click.option("--title", default=None, help="Figure title.")
-@click.option("-o", "--output", default="entropy_increase.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Image file to write (.png, .pdf, .svg).")
-@click.option("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI).")
-def plot_entropy(entropy_files, runs, use_simulated, num_rounds, num_samples, seed, after_tool_only, title, output,
-                 tracking_uri):
-    """Plot normalised entropy per tool-call round (mean ± std) from files, runs, or simulated data."""
-    from registry.errors import RlregError
-
-    sources = sum([bool(entropy_files), bool(runs), use_simulated])
-    if sources != 1:
-        raise click.UsageError("give exactly one source: --entropy_file, --run, or --simulate")
-    try:
-        records: list[dict] = []
-        if use_simulated:
-            records = simulate(num_rounds, num_samples, seed)
-        for path in entropy_files:
-            records += _labelled(load_entropy_file(path), Path(path).parent.name or Path(path).stem, len(entropy_files))
-        for ref in runs:
-            records += _labelled(load_entropy_run(ref, tracking_uri), ref, len(runs))
-        if after_tool_only:
-            records = [r for r in records if int(r["round"]) > 0]
-        if not records:
-            raise InputDataError("no entropy records to plot (the source is empty)")
-        path = save_figure(entropy_figure(records, title), output)
-    except RlregError as exc:
-        raise click.ClickException(exc.message) from None
-    summary = ", ".join(f"{label or 'model'}: {len(stats)} rounds" for label, stats in profiles(records).items())
-    click.echo(f"wrote {path} ({len(records)} records; {summary}){' [SIMULATED]' if use_simulated else ''}")
-
-
-def _labelled(records: list[dict], fallback: str, sources: int) -> list[dict]:
-    """With several sources, records without a ``model`` label get their source's name."""
-    if sources <= 1:
-        return records
-    return [{**r, "model": r.get("model") or fallback} for r in records]
+        return plot_entropy
+    raise AttributeError(name)

@@ -1,16 +1,23 @@
 """The stage cache. A stage's key = sha256(its spec payload, its inputs' digests, its runner's
 source version). A FINISHED stage run with that key whose recorded outputs still exist with the
-same digests is reused instead of re-running the stage."""
+same digests is reused instead of re-running the stage.
+
+Checking a digest means reading every byte (minutes for a multi-GB checkpoint), so each output also
+records a stat fingerprint (``hashing.fingerprint_path``): a hit whose fingerprint still matches is
+served without reading; any other hit is re-hashed in full, and re-fingerprinted when intact.
+``rlreg verify`` re-hashes regardless and marks runs whose outputs no longer match
+(``rlreg.corrupt``), which the cache then never serves. Trust model: docs/operations.md."""
 
 from __future__ import annotations
 
 import json
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from registry.hashing import code_version, digest_path, sha256_json
+from registry import hashing
+from registry.hashing import code_version, sha256_json
 from registry.stages import STAGES, stage_spec_payload
 
 if TYPE_CHECKING:
@@ -20,6 +27,8 @@ TAG_KEY = "rlreg.cache_key"
 TAG_OUTPUTS = "rlreg.outputs"
 TAG_HEADLINE = "rlreg.headline"
 TAG_HIT = "rlreg.cache_hit"
+TAG_CORRUPT = "rlreg.corrupt"
+"""Set by ``rlreg verify`` on a run whose recorded outputs no longer match their digests."""
 
 
 def stage_key(
@@ -71,15 +80,24 @@ def spec_refs(section: Any) -> set[str]:
 
 
 def external_digests(stage: str, spec: "Spec", project_root: Path) -> dict[str, str]:
+    from registry.digest_memo import memo_digest
     from registry.stages import load_runner
+    from registry.store import stage_store_root
 
+    out = {}
+    if "reward" in STAGES[stage].reads and getattr(spec.reward, "path", None):
+        # a custom reward file decides the scores: key on its bytes (the spec names only its path)
+        from runners.reward_file import custom_path
+
+        reward_path = custom_path(spec.reward, project_root)
+        out["external:reward.path"] = (memo_digest(reward_path, stage_store_root(project_root) / "fingerprints")
+                                       if reward_path.exists() else "missing")
     hook = getattr(load_runner(stage, spec), "external_inputs", None)
     if hook is None:
-        return {}
-    out = {}
+        return out
     for name, path in hook(getattr(spec, STAGES[stage].section), project_root).items():
         # a missing file is the runner's error to report, with its own message
-        out[f"external:{name}"] = digest_path(path) if Path(path).exists() else "missing"
+        out[f"external:{name}"] = memo_digest(path, stage_store_root(project_root) / "fingerprints") if Path(path).exists() else "missing"
     return out
 
 
@@ -89,6 +107,7 @@ class CachedStage:
     outputs: dict[str, Path]
     digests: dict[str, str]
     metrics: dict[str, float]
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
 
 
 def find_cached(client: Any, experiment_ids: list[str], key: str) -> CachedStage | None:
@@ -102,35 +121,79 @@ def find_cached(client: Any, experiment_ids: list[str], key: str) -> CachedStage
         max_results=20,
     )
     for run in runs:
-        hit = _usable(run)
+        hit = _usable(run, client)
         if hit is not None:
             return hit
     return None
 
 
-def _usable(run: Any) -> CachedStage | None:
-    tags = run.data.tags
+def recorded_outputs(run: Any) -> dict[str, dict[str, Any]] | None:
+    """``{name: {"path", "digest", "fingerprint"?}}`` from a stage run's tag (None if unreadable)."""
     try:
-        recorded = json.loads(tags.get(TAG_OUTPUTS, ""))
+        recorded = json.loads(run.data.tags.get(TAG_OUTPUTS, ""))
+    except json.JSONDecodeError:
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def check_output(path: Path, digest: str, fingerprint: str | None) -> tuple[bool, str | None]:
+    """(intact, fingerprint to record). Cheap when the recorded fingerprint still matches; else a
+    full re-hash, and a fresh fingerprint (taken before reading) when the content is intact."""
+    if fingerprint is not None and hashing.fingerprint_path(path)[0] == fingerprint:
+        return True, fingerprint
+    actual, fresh = hashing.digest_and_fingerprint(path)
+    return (True, fresh) if actual == digest else (False, None)
+
+
+def verified(run: Any, client: Any = None) -> CachedStage | None:
+    """The run's recorded outputs if they all exist unchanged (what a hit or an ``@spec``
+    reference may use), else None."""
+    return _usable(run, client)
+
+
+def _usable(run: Any, client: Any = None) -> CachedStage | None:
+    tags = run.data.tags
+    if tags.get(TAG_CORRUPT):
+        return None
+    recorded = recorded_outputs(run)
+    try:
         metrics = json.loads(tags.get(TAG_HEADLINE, "{}"))
     except json.JSONDecodeError:
         return None
-    outputs, digests = {}, {}
+    if recorded is None:
+        return None
+    outputs, digests, fingerprints = {}, {}, {}
     for name, entry in recorded.items():
         path = Path(entry["path"])
         if not path.exists():
             return None  # produced on another machine or cleaned up: recompute
-        # Cheap check first (size/mtime could lie); the digest is the contract.
-        if digest_path(path) != entry["digest"]:
+        try:
+            intact, fingerprint = check_output(path, entry["digest"], entry.get("fingerprint"))
+        except OSError:  # removed or unreadable while checking
+            return None
+        if not intact:
             return None
         outputs[name] = path
         digests[name] = entry["digest"]
+        fingerprints[name] = fingerprint
+    if client is not None and any(fingerprints[n] != recorded[n].get("fingerprint") for n in recorded):
+        # re-hashed and intact: record the fresh fingerprint so the next hit is cheap again
+        try:
+            client.set_tag(run.info.run_id, TAG_OUTPUTS, outputs_tag(outputs, digests, fingerprints))
+        except Exception:  # best effort: a store that refuses the write only costs the next hit a re-hash
+            pass
     origin = tags.get(TAG_HIT) or run.info.run_id
-    return CachedStage(run_id=origin, outputs=outputs, digests=digests, metrics=metrics)
+    return CachedStage(run_id=origin, outputs=outputs, digests=digests, metrics=metrics, fingerprints=fingerprints)
 
 
-def outputs_tag(outputs: dict[str, Path], digests: dict[str, str]) -> str:
-    return json.dumps({n: {"path": str(p), "digest": digests[n]} for n, p in outputs.items()}, sort_keys=True)
+def outputs_tag(outputs: dict[str, Path], digests: dict[str, str],
+                fingerprints: dict[str, str | None] | None = None) -> str:
+    entries: dict[str, dict[str, Any]] = {}
+    for n, p in outputs.items():
+        entries[n] = {"path": str(p), "digest": digests[n]}
+        if fingerprints and fingerprints.get(n):
+            entries[n]["fingerprint"] = fingerprints[n]
+    return json.dumps(entries, sort_keys=True)
 
 
 def host() -> str:

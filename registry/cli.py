@@ -17,12 +17,18 @@ from typing import Any
 import click
 
 from registry.errors import RlregError, SpecError, UsageError
+from registry.selection import FORCE_ALL, check_force, is_stage_list, parse_force, reused_stages
 
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
     "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
-    "plot-entropy": ("analysis.tool_entropy:plot_entropy", "Plot entropy after tool calls (file, run or --simulate)."),
+    "plot-entropy": ("analysis.entropy_cli:plot_entropy",
+                     "Plot entropy per tool round or policy entropy over steps (files, logs, rollout dumps, runs)."),
+    "analyze-diagnostics": ("analysis.qstar_diagnostics:analyze_diagnostics",
+                            "Compare q* α methods from generate diagnostics (files or runs)."),
+    "import": ("registry.importer.cli:import_cmd", "Write a spec from a hardtry-style experiment directory."),
+    "verify": ("registry.verify:verify", "Re-hash cached stage outputs; mark runs whose outputs changed."),
     "study": ("registry.study.cli:study", "Run a study (arms × grid × seeds) and show its cells."),
     "runs": ("registry.runlist:runs", "List runs (spec, study/arm/seed, status, duration, metrics)."),
 }
@@ -248,28 +254,37 @@ def diff(a: str, b: str, b_set: tuple[str, ...], a_set: tuple[str, ...], b_set_o
 
 # -- run ------------------------------------------------------------------------------------------
 @main.command()
-@click.argument("spec")
+@click.argument("spec", required=False)
 @click.argument("set_keys", metavar="[KEY=VALUE | ~KEY]...", nargs=-1)
 @click.option("--overrides", "overrides_text", metavar="'K=V ...'",
               help="Overrides as one string, split like a shell would (for `mlflow run -P overrides=...`).")
 @click.option("--stages", help="Comma-separated subset of the spec's stages to run (earlier outputs come from the cache).")
-@click.option("--force", is_flag=True, help="Re-run stages even when a cached result exists.")
+@click.option("--force", is_flag=False, flag_value=FORCE_ALL, default=None, metavar="[STAGE,…]",
+              help="Recompute from scratch (no cache hit, no resume): every stage, or the named ones (--force train,eval).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and e.g. the verl command) without running.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
-def run(spec: str, set_keys: tuple[str, ...], overrides_text: str | None, stages: str | None, force: bool,
-        dry_run: bool, as_json: bool) -> None:
+def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None, stages: str | None,
+        force: str | None, dry_run: bool, as_json: bool) -> None:
     """Run a spec: one parent MLflow run, one child run per stage, cached stages reused.
 
     KEY=VALUE sets a key of the resolved spec (train.algorithm.egpo_lambda=0.2, seed=3); ~KEY
     removes one. Values are YAML scalars or flow lists ([a, b])."""
     from registry.loader import load_spec
     from registry.overrides import change_lines, split_option
-    from registry.pipeline import Pipeline, overrides, plan_lines
+    from registry.pipeline import Pipeline, overrides, plan_lines, select_stages
 
+    if (force not in (None, FORCE_ALL) and not is_stage_list(force)
+            and (spec is None or "=" in spec or spec.startswith("~"))):
+        # `rlreg run --force SPEC [KEY=VALUE…]`: the bare flag took the spec as its value
+        set_keys = (spec, *set_keys) if spec is not None else set_keys
+        spec, force = force, FORCE_ALL
+    if spec is None:
+        raise click.UsageError("Missing argument 'SPEC'.")
     from registry.study.load import study_path
 
     if study_path(spec) is not None:
         raise UsageError(f"'{spec}' is a study, not a spec (run it with `rlreg study run {spec}`)")
+
     try:
         loaded = load_spec(spec, overrides=[*split_option(overrides_text), *set_keys])
     except RlregError as exc:
@@ -291,20 +306,28 @@ def run(spec: str, set_keys: tuple[str, ...], overrides_text: str | None, stages
             for section, value in pinned_stage_seeds(loaded.raw).items():
                 echo(f"  note: {section}.seed is set ({value}), so `seed` does not reach {section} (~{section}.seed to follow it)")
     echo("Stages:")
+    if not dry_run:  # a dry run prints each stage with its cache mark instead
+        for line in plan_lines(loaded, only):
+            echo(line)
+    if reused := reused_stages(loaded.spec.stages(), only):
+        echo(f"  not selected, taken from the cache: {', '.join(reused)}")
+    check_force(parse_force(force), select_stages(loaded, only))  # also under --dry-run
     if dry_run:
         from registry.plan import dry_run_report
 
         dry_run_report(loaded, only, echo, as_json)
         return
-    for line in plan_lines(loaded, only):
-        echo(line)
     import contextlib
 
     # With --json, stdout carries only the JSON summary: anything libraries print (MLflow prints
     # "View run … at: <url>" for server URIs) goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with quiet:
-        summary = Pipeline(loaded, stages=only, force=force, echo=echo).run()
+        try:
+            summary = Pipeline(loaded, stages=only, force=parse_force(force), echo=echo).run()
+        except RlregError as exc:  # e.g. --stages with an uncached earlier stage, before the parent starts
+            _fail_attached_run(exc)
+            raise
     echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
     for line in _headline_lines({k: v for s in summary.stages for k, v in s.metrics.items()}):
         echo(f"  {line}")

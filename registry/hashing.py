@@ -1,4 +1,5 @@
-"""Content hashes: canonical JSON of specs, sha256 of files/directories, runner source versions."""
+"""Content hashes: canonical JSON of specs, sha256 of files/directories, runner source versions,
+and stat fingerprints that let a cache hit skip re-hashing an output nobody touched."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import ast
 import hashlib
 import importlib.util
 import json
+import os
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 CHUNK = 1 << 20
+RACY_NS = 1_000_000_000
+"""A file changed less than this before its fingerprint was taken could change again within the
+same timestamp tick without its stat changing (git's "racily clean" problem): such a fingerprint is
+not recorded, and the next lookup re-hashes and records one then."""
 
 
 def canonical_json(obj: Any) -> str:
@@ -46,6 +53,36 @@ def digest_path(path: Path) -> str:
         ]
         return sha256_text("\n".join(entries))
     raise FileNotFoundError(path)
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.is_file()]
+
+
+def fingerprint_path(path: Path) -> tuple[str, int]:
+    """sha256 of every file's (relative path, size, mtime_ns, ctime_ns, inode), and the newest of
+    those timestamps. Any write, truncation, replacement, rename, added or removed file changes it;
+    restoring mtime with ``utime`` still moves ctime, which only the kernel sets. ``st_dev`` is left
+    out: NFS clients number the same mount differently, and the path already names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    lines, newest = [], 0
+    for p in _files(path):
+        st = os.stat(p)
+        rel = "" if p == path else p.relative_to(path).as_posix()
+        lines.append(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}")
+        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+    return sha256_text("\n".join(lines)), newest
+
+
+def digest_and_fingerprint(path: Path) -> tuple[str, str | None]:
+    """The content digest and a fingerprint taken *before* reading (so a write during hashing shows
+    as a fingerprint mismatch later); None for the fingerprint when the content is racily fresh."""
+    started = time.time_ns()
+    fingerprint, newest = fingerprint_path(path)
+    digest = digest_path(path)
+    return digest, (fingerprint if newest < started - RACY_NS else None)
 
 
 def spec_hash(spec_dump: dict[str, Any]) -> str:

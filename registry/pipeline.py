@@ -24,8 +24,9 @@ from registry import cache
 from registry.context import StageContext
 from registry.errors import RlregError, StageFailed, UsageError
 from registry.gitinfo import git_diff, git_info
-from registry.hashing import digest_path, spec_hash
+from registry.hashing import digest_and_fingerprint, spec_hash
 from registry.loader import LoadedSpec, project_root
+from registry.selection import check_force, leading_cached, not_cached
 from registry.stages import STAGES, load_runner, stage_spec_payload
 from registry.store import all_experiment_ids, ensure_store, experiment_id, stage_store_root, tracking_uri
 from registry.tracking import Tracker
@@ -114,6 +115,10 @@ class Pipeline:
     # -- public ---------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         stages = select_stages(self.loaded, self.only)
+        check_force(self.force, stages)
+        planned = self.loaded.spec.stages()
+        # --stages: earlier stages that are not selected come from the cache (checked below)
+        stages = planned[: planned.index(stages[-1]) + 1] if stages else stages
         self.client = ensure_store(self.uri)
         from registry.recovery import reap_dead_runs, remove_stale_tmp
 
@@ -121,6 +126,7 @@ class Pipeline:
         remove_stale_tmp(self.store_root / "tmp")
         for run_id in reaped:
             self.echo(f"Marked run {run_id} KILLED: its process is gone (crashed or killed earlier).")
+        leading = leading_cached(self, stages)
         parent_id, exp_id = self._start_parent()
         summary = RunSummary(self.spec.name, parent_id, exp_id, self.uri)
         self.echo(f"Parent run {parent_id} in experiment '{self._experiment_name(exp_id)}' ({self.uri})")
@@ -129,7 +135,8 @@ class Pipeline:
             inputs: dict[str, Path] = {}
             digests: dict[str, str] = {}
             for i, stage in enumerate(stages, 1):
-                outcome = self._run_stage(stage, i, len(stages), parent_id, exp_id, inputs, digests)
+                outcome = self._run_stage(stage, i, len(stages), parent_id, exp_id, inputs, digests,
+                                          reuse_only=not self._selected(stage), hit=leading.get(stage))
                 summary.stages.append(outcome)
                 for name, path in outcome.outputs.items():
                     inputs[f"{stage}.{name}"] = path
@@ -202,9 +209,23 @@ class Pipeline:
     def _stage_spec(self, stage: str) -> Any:
         return self.stage_specs.get(stage, self.spec)
 
-    def _run_stage(self, stage, i, n, parent_id, exp_id, inputs, digests) -> StageOutcome:
+    def _selected(self, stage: str) -> bool:
+        return not self.only or stage in self.only
+
+    def _run_stage(self, stage, i, n, parent_id, exp_id, inputs, digests, *, reuse_only=False,
+                   hit: cache.CachedStage | None = None) -> StageOutcome:
         key, payload = cache.stage_key(stage, self._stage_spec(stage), digests, self.root, self.ref_digest)
         label = f"[{i}/{n}] {stage}"
+        if reuse_only:
+            hit = hit or cache.find_cached(self.client, all_experiment_ids(self.client), key)
+            if hit is None:
+                raise UsageError(not_cached(self.spec.name, self.only, stage, [stage]))
+            child_id = self._start_child(stage, parent_id, exp_id, key, payload)
+            self.echo(f"{label}: not selected, reusing cached run {hit.run_id} (key {key[:12]})")
+            outcome = self._reuse(stage, child_id, key, hit)
+            for name, digest in outcome.digests.items():
+                digests[f"{stage}.{name}"] = digest
+            return outcome
         hit = None if self._forced(stage) else cache.find_cached(self.client, all_experiment_ids(self.client), key)
         lock = None
         if hit is None:
@@ -246,7 +267,7 @@ class Pipeline:
         if stage in ("train", "eval"):
             from registry.reward_info import reward_tags
 
-            tags.update(reward_tags(self.spec))
+            tags.update(reward_tags(self.spec, self.root))
         run = self.client.create_run(exp_id, tags=tags)
         self._open_children.add(run.info.run_id)
         tracker = Tracker(self.client, run.info.run_id)
@@ -256,7 +277,8 @@ class Pipeline:
 
     def _reuse(self, stage, child_id, key, hit: cache.CachedStage) -> StageOutcome:
         tracker = Tracker(self.client, child_id)
-        tracker.set_tags({cache.TAG_HIT: hit.run_id, cache.TAG_OUTPUTS: cache.outputs_tag(hit.outputs, hit.digests),
+        tracker.set_tags({cache.TAG_HIT: hit.run_id,
+                          cache.TAG_OUTPUTS: cache.outputs_tag(hit.outputs, hit.digests, hit.fingerprints),
                           cache.TAG_HEADLINE: json.dumps(hit.metrics)})
         tracker.log_metrics(hit.metrics)
         tracker.flush()
@@ -267,6 +289,10 @@ class Pipeline:
         # The pid in the name lets a later invocation delete what a killed process left behind.
         tmp = self.store_root / "tmp" / f"{stage}-{key[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         work = self.store_root / "work" / stage / key
+        if self._forced(stage) and work.exists():
+            # --force means from scratch: never resume from (possibly final) checkpoints
+            self.echo(f"    --force: discarding resume state in {work}")
+            shutil.rmtree(work)
         tmp.mkdir(parents=True)
         work.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(self.client, child_id)
@@ -285,9 +311,10 @@ class Pipeline:
             outputs = {name: final / Path(p).resolve().relative_to(tmp.resolve()) if _inside(p, tmp) else Path(p)
                        for name, p in result.outputs.items()}
             os.replace(tmp, final)
-            digests = {name: digest_path(p) for name, p in outputs.items()}
+            hashed = {name: digest_and_fingerprint(p) for name, p in outputs.items()}
+            digests = {name: d for name, (d, _) in hashed.items()}
             metrics = {k: float(v) for k, v in result.metrics.items() if v is not None}
-            tracker.set_tags({cache.TAG_OUTPUTS: cache.outputs_tag(outputs, digests),
+            tracker.set_tags({cache.TAG_OUTPUTS: cache.outputs_tag(outputs, digests, {n: f for n, (_, f) in hashed.items()}),
                               cache.TAG_HEADLINE: json.dumps(metrics)})
             tracker.log_metrics({k: v for k, v in metrics.items() if k not in tracker.metric_keys})
             tracker.flush()
@@ -355,12 +382,12 @@ def _find_ref(ref: str, client: Any) -> tuple[Path, str]:
         order_by=["attributes.start_time DESC"], max_results=10,
     )
     for run in runs:
-        recorded = json.loads(run.data.tags.get(cache.TAG_OUTPUTS, "{}"))
-        if output in recorded and Path(recorded[output]["path"]).exists():
-            return Path(recorded[output]["path"]), recorded[output]["digest"]
+        found = cache.verified(run, client)  # existing and unchanged, as for a cache hit
+        if found is not None and output in found.outputs:
+            return found.outputs[output], found.digests[output]
     raise UsageError(
-        f"reference '{ref}': no FINISHED '{stage}' stage of spec '{spec_name}' with output '{output}' "
-        f"in {tracking_uri()} (run `rlreg run {spec_name}` first)"
+        f"reference '{ref}': no FINISHED '{stage}' stage of spec '{spec_name}' with an unchanged output "
+        f"'{output}' in {tracking_uri()} (run `rlreg run {spec_name}` first)"
     )
 
 

@@ -22,7 +22,8 @@ class StagePlan:
     runner: str
     description: str
     status: str
-    """``hit`` (reuses ``hit_run_id``), ``runs``, or ``shared`` (an earlier cell in the same plan runs it)."""
+    """``hit`` (reuses ``hit_run_id``), ``runs``, ``shared`` (an earlier cell in the same plan runs
+    it), or ``not cached`` (left out by ``--stages`` but not in the cache: the run would refuse)."""
     key: str
     provisional: bool
     """True when ``key`` was computed from placeholders (an upstream stage runs first)."""
@@ -34,6 +35,8 @@ class StagePlan:
             return f"cache hit (run {self.hit_run_id})"
         if self.status == "shared":
             return f"shared: computed once, by {self.shared_with}"
+        if self.status == "not cached":
+            return "not selected and not cached (run it first, or add it to --stages)"
         return "runs"
 
     def to_json(self) -> dict[str, Any]:
@@ -75,7 +78,10 @@ def plan(loaded: LoadedSpec, only: list[str] | None = None, *, client: Any = Non
     digests: dict[str, str] = {}
     provisional = False
     out: list[StagePlan] = []
-    for stage in select_stages(loaded, only):
+    selected = select_stages(loaded, only)
+    planned = loaded.spec.stages()
+    # --stages: earlier stages that are not selected come from the cache (as Pipeline.run does)
+    for stage in planned[: planned.index(selected[-1]) + 1] if selected else []:
         spec = stage_specs.get(stage, loaded.spec)
         key, _ = cache.stage_key(stage, spec, digests, root, ref_digest)
         runner = STAGES[stage].runner(spec)
@@ -84,6 +90,9 @@ def plan(loaded: LoadedSpec, only: list[str] | None = None, *, client: Any = Non
         if hit is not None:
             entry.status, entry.hit_run_id = "hit", hit.run_id
             digests.update({f"{stage}.{n}": d for n, d in hit.digests.items()})
+        elif stage not in selected:
+            entry.status = "not cached"  # the run would stop here: --stages needs it cached
+            provisional = True
         else:
             if pending is not None:
                 if key in pending:

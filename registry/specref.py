@@ -14,7 +14,6 @@ def resolved_spec_dict(ref: str, overrides: Sequence[str] = ()) -> dict[str, Any
     """The resolved spec of ``ref`` with command-line ``overrides`` applied (to a run's recorded
     spec too: `rlreg diff RUN RUN seed=2`)."""
     from registry.loader import load_spec, specs_dir
-
     from registry.runref import looks_like_prefix
 
     if (RUN_ID_RE.match(ref) or looks_like_prefix(ref)) and not (specs_dir() / f"{ref}.yaml").exists():

@@ -1,4 +1,4 @@
-"""Strict binary tool-call reward (domain.md §2), usable three ways:
+"""Tool-call rewards (domain.md §2, §9), usable three ways:
 
 * by the builtin trainer / eval: ``REWARD_FUNCTIONS[spec.reward.function](response, ground_truth)``;
 * by verl as a standalone file: ``reward.custom_reward_function.path=runners/reward.py``,
@@ -11,23 +11,40 @@
 This file is loaded by path inside verl's workers, so it uses the standard library only and no
 package-relative imports.
 
-Rules (score 1.0 only if all hold, else 0.0):
+The user's rewards (hardtry ``src/hardtry/rl/``), reproduced rule for rule (tests/fixtures/
+hardtry_rewards.jsonl holds scores computed by running their files):
 
-``think_tool_call`` (the user's ``reward_fn_egpo``)
-    The response has a think block closed by ``"</think>\\n\\n"``; the opening ``<think>`` is
-    optional because thinking chat templates (Qwen3-Thinking) put it in the prompt. The text after
-    the block holds at least one ``<tool_call>…</tool_call>``, every block is valid JSON, and the
-    multiset of calls equals the ground truth's.
-``tool_call`` (the user's ``reward_fn_grpo``)
-    The same match on the whole response, no think block required.
+``think_tool_call`` (``reward_fn_egpo``), 1.0 or 0.0
+    The response contains ``"</think>\n\n"``; the text after its LAST occurrence contains both
+    ``<tool_call>`` and ``</tool_call>``; the calls found there match the ground truth's.
+``tool_call`` (``reward_fn_grpo``), 1.0 or 0.0
+    The same on the whole response (calls drafted inside the thinking count).
+``graded_tool_call`` (``reward_fn.py``), 0 / 0.1 / 1.1
+    0.1 when the response contains both tags anywhere, plus 1.0 when its calls match. (Their
+    description says 0 / 0.1 / 1.0 / 1.1; 1.0 cannot occur: a match needs a tag pair, which earns
+    the 0.1.)
 
-Matching: each call is the JSON object inside the tags; calls are compared as an order-insensitive
-multiset, and inside each call dict keys and list items are order-insensitive too (the user's
-reward compared nested lists as sets; here they are multisets, so ``[1, 1]`` ≠ ``[1]``). Numbers
-compare by value (``1 == 1.0``) but ``true`` is not ``1``. ``"arguments"`` given as a JSON string
-(OpenAI's wire format) is decoded before comparing, so ``"{\\"city\\": \\"Paris\\"}"`` equals
-``{"city": "Paris"}``. Text around the tool calls is ignored. The ground truth is the last
-assistant message's content; only its tool calls (after its think block, if any) count.
+Their match: every non-overlapping ``<tool_call>(.*?)</tool_call>`` body, in the response and in the
+WHOLE ground truth string (its think part included), is parsed as JSON, or kept as the raw body
+text when it is not JSON; the response needs at least one body; the two lists compare as a
+multiset in which a JSON object is the set of its (key, value) pairs and a JSON list the SET of its
+items: order-insensitive, duplicates in a list collapse (``[1, 1] == [1]``), ``{} == []``, and
+Python equality decides scalars (``true == 1 == 1.0``). ``arguments`` given as a JSON string stays a
+string. A trailing unclosed ``<tool_call>`` is ignored; text around the blocks is ignored. A
+ground truth that is not a string scores 0.
+
+Stricter variants (rlreg's rules, never the default of a hardtry spec):
+
+``think_tool_call_strict``
+    Exactly one think block closed by ``"</think>\n\n"``, at the start of the response (the
+    opening ``<think>`` is optional because thinking chat templates put it in the prompt); the text
+    after it holds at least one ``<tool_call>`` block, every block is a JSON object with a string
+    ``name``, no tag is left unbalanced, and the calls equal the ground truth's as a multiset in
+    which lists are multisets (``[1, 1] != [1]``), ``true != 1`` but ``1 == 1.0``, and
+    ``arguments`` given as a JSON string is decoded first. Only the ground truth's calls after its
+    think block count.
+``tool_call_strict``
+    The same match after the last ``</think>`` (or on the whole response), no think block needed.
 """
 
 from __future__ import annotations
@@ -153,18 +170,18 @@ def _score_calls(text: str, ground_truth: Any) -> float:
     return 1.0 if tool_calls_match(predicted, expected) else 0.0
 
 
-def think_tool_call_reward(response: str, ground_truth: Any) -> float:
-    """1.0 iff the response has a think block closed by ``"</think>\\n\\n"`` and its tool calls
-    after it equal the ground truth's; else 0.0 (the user's ``reward_fn_egpo``)."""
+def think_tool_call_strict_reward(response: str, ground_truth: Any) -> float:
+    """1.0 iff the response is one think block closed by ``"</think>\\n\\n"`` followed by
+    well-formed tool calls equal to the ground truth's (rlreg's strict rules); else 0.0."""
     parts = split_think(response)
     if parts is None:
         return 0.0
     return _score_calls(parts[1], ground_truth)
 
 
-def tool_call_reward(response: str, ground_truth: Any) -> float:
-    """1.0 iff the response's tool calls equal the ground truth's; no think block needed (the
-    user's ``reward_fn_grpo``, for non-thinking models)."""
+def tool_call_strict_reward(response: str, ground_truth: Any) -> float:
+    """1.0 iff the well-formed tool calls after the last ``</think>`` (or in the whole response)
+    equal the ground truth's (rlreg's strict rules, no think block needed); else 0.0."""
     if not isinstance(response, str):
         return 0.0
     if THINK_CLOSE in response:  # a think block may still be there: its text is not a call
@@ -172,10 +189,82 @@ def tool_call_reward(response: str, ground_truth: Any) -> float:
     return _score_calls(response, ground_truth)
 
 
+# -- the user's rules (hardtry src/hardtry/rl/reward_fn*.py) ----------------------------------
+
+def loose_tool_calls(text: str) -> list[Any]:
+    """Each ``<tool_call>…</tool_call>`` body as hardtry reads it: its JSON value, or the raw body
+    text when it does not parse. An unclosed trailing tag yields nothing."""
+    values: list[Any] = []
+    for body in _TOOL_CALL_RE.findall(text):
+        try:
+            values.append(json.loads(body))
+        except Exception:  # ValueError, and RecursionError on absurd nesting: keep the text
+            values.append(body)
+    return values
+
+
+def _as_set(value: Any) -> Any:
+    # hardtry's equality: objects are sets of (key, value) pairs, lists are sets of items
+    if isinstance(value, dict):
+        return frozenset((key, _as_set(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return frozenset(_as_set(item) for item in value)
+    return value
+
+
+def _loose_match(response: str, ground_truth: Any) -> bool:
+    """hardtry's correctness test: the response holds at least one block and the two lists of
+    block values are equal as multisets of :func:`_as_set` values."""
+    if not isinstance(ground_truth, str):
+        return False  # their regex raises on a non-string and the exception scores 0
+    try:
+        predicted = loose_tool_calls(response)
+        if not predicted:
+            return False
+        expected = loose_tool_calls(ground_truth)
+        return Counter(map(_as_set, predicted)) == Counter(map(_as_set, expected))
+    except RecursionError:
+        return False
+
+
+def _has_tag_pair(text: str) -> bool:
+    return TOOL_CALL_OPEN in text and TOOL_CALL_CLOSE in text
+
+
+def tool_call_reward(response: str, ground_truth: Any) -> float:
+    """hardtry ``reward_fn_grpo``: 1.0 iff the whole response has a ``<tool_call>`` and a
+    ``</tool_call>`` and its calls match the ground truth's (hardtry's match); else 0.0."""
+    if not isinstance(response, str) or not _has_tag_pair(response):
+        return 0.0
+    return 1.0 if _loose_match(response, ground_truth) else 0.0
+
+
+def think_tool_call_reward(response: str, ground_truth: Any) -> float:
+    """hardtry ``reward_fn_egpo``: :func:`tool_call_reward` on the text after the last
+    ``"</think>\\n\\n"``; 0.0 when the response has none."""
+    if not isinstance(response, str) or THINK_DELIMITER not in response:
+        return 0.0
+    return tool_call_reward(response.rsplit(THINK_DELIMITER, 1)[1], ground_truth)
+
+
+def graded_tool_call_reward(response: str, ground_truth: Any) -> float:
+    """hardtry ``reward_fn.py``: 0.1 for a ``<tool_call>``/``</tool_call>`` pair anywhere in the
+    response (format), plus 1.0 when its calls match the ground truth's (correctness)."""
+    if not isinstance(response, str):
+        return 0.0
+    fmt = 0.1 if _has_tag_pair(response) else 0.0
+    return fmt + (1.0 if _loose_match(response, ground_truth) else 0.0)
+
+
 REWARD_FUNCTIONS: dict[str, Callable[[str, Any], float]] = {
     "think_tool_call": think_tool_call_reward,
     "tool_call": tool_call_reward,
+    "graded_tool_call": graded_tool_call_reward,
+    "think_tool_call_strict": think_tool_call_strict_reward,
+    "tool_call_strict": tool_call_strict_reward,
 }
+THINK_REWARDS = frozenset({"think_tool_call", "think_tool_call_strict"})
+"""The variants that require a think block (the eval's format check follows them)."""
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None, **kwargs: Any) -> float:

@@ -193,3 +193,18 @@ def test_small_model_decodes_single_threaded_then_restores(eval_inputs):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_custom_reward_file_decides_accuracy(make_ctx, tracker, eval_inputs, tmp_path):
+    import runners.eval as ev
+
+    reward = tmp_path / "always.py"
+    reward.write_text("def score(data_source, solution_str, ground_truth, extra_info=None, full=1.0):\n"
+                      "    return full\n")
+    small = {**EVAL, "repeats": 1, "max_samples": 2}
+    ctx = make_ctx("eval", {"eval": small, "reward": {"path": str(reward), "name": "score", "kwargs": {"full": 1.0}}},
+                   inputs=eval_inputs, tracker=tracker)
+    result = ev.run(ctx.spec.eval, ctx)
+    assert result.metrics["eval/accuracy_mean"] == 1.0  # the file says every response is right
+    tracker.flush()
+    assert tracker.client.get_run(tracker.run_id).data.params["reward_function"] == f"{reward}:score"

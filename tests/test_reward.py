@@ -1,4 +1,5 @@
-"""The strict binary tool-call reward (runners/reward.py), incl. loading it the way verl does."""
+"""rlreg's strict tool-call rewards (runners/reward.py `*_strict`), the shared parsers, and loading the
+file the way verl does. hardtry's own rules are checked against recorded scores in test_reward_hardtry.py."""
 
 from __future__ import annotations
 
@@ -135,17 +136,17 @@ def test_match_none_is_false():
 
 # -- think_tool_call_reward -------------------------------------------------------------------
 def test_think_reward_exact():
-    assert R.think_tool_call_reward("<think>ok</think>\n\n" + WEATHER, GT) == 1.0
+    assert R.think_tool_call_strict_reward("<think>ok</think>\n\n" + WEATHER, GT) == 1.0
 
 
 def test_think_reward_prompt_opened_think():
-    assert R.think_tool_call_reward("ok\n</think>\n\n" + WEATHER, GT) == 1.0
+    assert R.think_tool_call_strict_reward("ok\n</think>\n\n" + WEATHER, GT) == 1.0
 
 
 def test_think_reward_two_calls_any_order():
-    assert R.think_tool_call_reward("<think>t</think>\n\n" + TIME + "\n" + WEATHER, GT2) == 1.0
-    assert R.think_tool_call_reward("<think>t</think>\n\n" + TIME, GT2) == 0.0
-    assert R.think_tool_call_reward("<think>t</think>\n\n" + WEATHER + WEATHER + TIME, GT2) == 0.0
+    assert R.think_tool_call_strict_reward("<think>t</think>\n\n" + TIME + "\n" + WEATHER, GT2) == 1.0
+    assert R.think_tool_call_strict_reward("<think>t</think>\n\n" + TIME, GT2) == 0.0
+    assert R.think_tool_call_strict_reward("<think>t</think>\n\n" + WEATHER + WEATHER + TIME, GT2) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -164,37 +165,37 @@ def test_think_reward_two_calls_any_order():
     ],
 )
 def test_think_reward_zero(response):
-    assert R.think_tool_call_reward(response, GT) == 0.0
+    assert R.think_tool_call_strict_reward(response, GT) == 0.0
 
 
 def test_think_reward_extra_text_is_ignored():
     response = "<think>ok</think>\n\nSure, checking.\n" + WEATHER + "\nDone."
-    assert R.think_tool_call_reward(response, GT) == 1.0
+    assert R.think_tool_call_strict_reward(response, GT) == 1.0
 
 
 def test_ground_truth_without_think_and_as_list():
-    assert R.think_tool_call_reward("<think>ok</think>\n\n" + WEATHER, WEATHER) == 1.0
+    assert R.think_tool_call_strict_reward("<think>ok</think>\n\n" + WEATHER, WEATHER) == 1.0
     parsed = [{"name": "get_weather", "arguments": {"unit": "celsius", "city": "Paris"}}]
-    assert R.think_tool_call_reward("<think>ok</think>\n\n" + WEATHER, parsed) == 1.0
+    assert R.think_tool_call_strict_reward("<think>ok</think>\n\n" + WEATHER, parsed) == 1.0
 
 
 def test_ground_truth_without_calls_scores_zero():
-    assert R.think_tool_call_reward("<think>ok</think>\n\n" + WEATHER, "<think>x</think>\n\nno call") == 0.0
-    assert R.think_tool_call_reward("<think>ok</think>\n\n" + WEATHER, None) == 0.0
+    assert R.think_tool_call_strict_reward("<think>ok</think>\n\n" + WEATHER, "<think>x</think>\n\nno call") == 0.0
+    assert R.think_tool_call_strict_reward("<think>ok</think>\n\n" + WEATHER, None) == 0.0
 
 
 def test_ground_truth_think_mentioning_tool_call_tag_is_ignored():
     gt = "<think>I will emit <tool_call> now</think>\n\n" + WEATHER
-    assert R.think_tool_call_reward("<think>ok</think>\n\n" + WEATHER, gt) == 1.0
+    assert R.think_tool_call_strict_reward("<think>ok</think>\n\n" + WEATHER, gt) == 1.0
 
 
 # -- tool_call_reward (no think) --------------------------------------------------------------
 def test_no_think_reward():
-    assert R.tool_call_reward(WEATHER, GT) == 1.0
-    assert R.tool_call_reward("<think>ok</think>" + WEATHER, GT) == 1.0  # format not checked
-    assert R.tool_call_reward("text only", GT) == 0.0
-    assert R.tool_call_reward(TIME, GT) == 0.0
-    assert R.tool_call_reward(None, GT) == 0.0  # type: ignore[arg-type]
+    assert R.tool_call_strict_reward(WEATHER, GT) == 1.0
+    assert R.tool_call_strict_reward("<think>ok</think>" + WEATHER, GT) == 1.0  # format not checked
+    assert R.tool_call_strict_reward("text only", GT) == 0.0
+    assert R.tool_call_strict_reward(TIME, GT) == 0.0
+    assert R.tool_call_strict_reward(None, GT) == 0.0  # type: ignore[arg-type]
 
 
 # -- verl interface ---------------------------------------------------------------------------
@@ -283,7 +284,7 @@ def test_property_match_ignores_order_everywhere(calls, seed):
     # and the full path: rendered as text, parsed back, scored
     text = "\n".join("<tool_call>\n" + json.dumps(c) + "\n</tool_call>" for c in shuffled)
     gt = "<think>x</think>\n\n" + "\n".join("<tool_call>" + json.dumps(c) + "</tool_call>" for c in calls)
-    assert R.think_tool_call_reward("<think>y</think>\n\n" + text, gt) == 1.0
+    assert R.think_tool_call_strict_reward("<think>y</think>\n\n" + text, gt) == 1.0
 
 
 VERL_PYTHON = ROOT / ".venv-verl" / "bin" / "python"

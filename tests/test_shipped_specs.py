@@ -81,9 +81,20 @@ def test_demo_pair_differs_only_by_egpo_keys():
 @pytest.mark.skipif(not (ROOT / "specs" / "verl8.yaml").exists(), reason="verl specs not shipped yet")
 def test_verl_pair_differs_only_by_egpo_keys():
     keys = _diff_keys("verl7", "verl8")
-    egpo = {"train.algorithm.adv_estimator", "train.algorithm.egpo_lambda", "train.algorithm.egpo_alpha"}
+    # verl8 as hardtry ran it: EGPO with whole-response entropy (entropy_scope: response)
+    egpo = {"train.algorithm.adv_estimator", "train.algorithm.egpo_lambda", "train.algorithm.egpo_alpha",
+            "train.algorithm.entropy_scope"}
     assert egpo <= keys
     assert keys - egpo <= {"name", "extends", "description"}
+
+
+@pytest.mark.skipif(not (ROOT / "specs" / "verl8-think.yaml").exists(), reason="verl specs not shipped yet")
+def test_verl8_think_is_verl8_with_the_think_scope_only():
+    r = CliRunner().invoke(main, ["diff", "verl8", "verl8-think", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["key"]: row for row in json.loads(r.output)}
+    assert set(rows) - {"name", "extends", "description"} == {"train.algorithm.entropy_scope"}
+    assert (rows["train.algorithm.entropy_scope"]["a"], rows["train.algorithm.entropy_scope"]["b"]) == ("response", "think")
 
 
 def test_diff_text_and_md_formats():
@@ -95,7 +106,7 @@ def test_diff_text_and_md_formats():
 
 
 @pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy",
-                                 "study", "runs"])
+                                 "import", "study", "runs"])
 def test_help_smoke(cmd):
     r = CliRunner().invoke(main, [cmd, "--help"])
     assert r.exit_code == 0, r.output

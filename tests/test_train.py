@@ -213,6 +213,27 @@ def test_generation_in_chunks_equals_one_batch(warm):
     assert all("</think>" in t for t in whole.texts)  # the warm model answers in the think format
 
 
+def test_custom_reward_file_scores_the_rollouts(warm, make_ctx, tmp_path):
+    # reward.path: the builtin trainer calls the file with verl's signature, kwargs included
+    from runners.reward_file import RewardFunctionError
+
+    parquet, model_dir = warm
+    reward = tmp_path / "const.py"
+    reward.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None, value=0.0, **kw):\n"
+                      "    assert data_source == 'hardgen'\n"
+                      "    return {'score': value, 'note': 'x'}\n")
+    spec = task.train_spec("grpo", total_training_steps=1)
+    spec["reward"] = {"path": str(reward), "kwargs": {"value": 0.75}}
+    ctx = make_ctx("train", spec, inputs={"convert.train": parquet, "sft.model": model_dir}, name="custom")
+    result = run(ctx.spec.train, ctx)
+    assert result.metrics["train/reward_mean_first"] == pytest.approx(0.75)
+    reward.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw):\n"
+                      "    return [1]\n")
+    ctx = make_ctx("train", spec, inputs={"convert.train": parquet, "sft.model": model_dir}, name="bad")
+    with pytest.raises(RewardFunctionError, match=r"const.py: compute_score returned \[1\] \(list\), not a finite number, for solution_str="):
+        run(ctx.spec.train, ctx)
+
+
 def test_think_scope_gets_the_prompt_ids(warm, make_ctx, monkeypatch):
     """The builtin trainer hands think_span_mask the left-padded prompts of the batch, so a chat
     template that opens <think> in the prompt (Qwen3-Thinking) is seen (tests/test_think_scope.py)."""

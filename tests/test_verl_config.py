@@ -112,7 +112,7 @@ def test_verl7_is_grpo_and_verl8_is_egpo_with_the_users_hyperparameters(verl7, v
     a7, a8 = _build(verl7).config["algorithm"], _build(verl8).config["algorithm"]
     assert a7["adv_estimator"] == "grpo" and "egpo" not in a7
     assert a8["adv_estimator"] == "egpo"
-    assert a8["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "think"}
+    assert a8["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "response"}  # as hardtry ran it
     # everything else identical: the pair differs only by the estimator
     c7, c8 = _build(verl7).config, _build(verl8).config
     for c in (c7, c8):
@@ -211,7 +211,7 @@ def test_describe_without_verl_prints_the_launch_and_says_why_not_composed(verl8
     assert "adv_estimator: egpo" in text and "lambda: 0.4" in text
     assert "not composed: no verl python at /nonexistent/venv/bin/python" in text
     assert "scripts/setup-verl-venv.sh" in text
-    assert "algorithm.egpo.entropy_scope: think" in text and len(text.splitlines()) < 120
+    assert "algorithm.egpo.entropy_scope: response" in text and len(text.splitlines()) < 120  # verl8 as it ran
     written = tmp_path / "dry-run" / "verl8" / "verl" / f"{CONFIG_NAME}.yaml"
     assert f"generated config file: {written}" in text and written.is_file()
     data = describe_json(spec.train, spec)
@@ -221,7 +221,7 @@ def test_describe_without_verl_prints_the_launch_and_says_why_not_composed(verl8
 
 
 def test_config_diff_names_changed_new_and_removed_keys():
-    from runners.verl.describe import config_diff, flatten
+    from runners.verl.dry_run import config_diff, flatten
 
     assert flatten({"a": {"b": 1, "c": {}}, "d": [1, 2]}) == {"a.b": 1, "a.c": {}, "d": [1, 2]}
     defaults = {"data": {"seed": None, "batch": 1024, "gone": 1}, "trainer": {"logger": ["console", "wandb"]}}

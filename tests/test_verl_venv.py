@@ -107,7 +107,7 @@ def test_verl8_composes_egpo_under_algorithm(checked):
     cfg7, cfg8 = _composed(checked, "verl7"), _composed(checked, "verl8")
     assert cfg7["algorithm"]["adv_estimator"] == "grpo" and "egpo" not in cfg7["algorithm"]
     assert cfg8["algorithm"]["adv_estimator"] == "egpo"
-    assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "think"}
+    assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "response"}
 
 
 def test_bad_verl_key_is_a_spec_error_with_the_fix(checked):
@@ -163,7 +163,7 @@ def test_dry_run_is_short_and_names_the_full_composed_config(tmp_path, monkeypat
     path = Path(data["files"]["composed_config"])
     assert path.parent == tmp_path / "dry-run" / "verl8" / "verl" and f"full config: {path}" in text
     full = path.read_text()
-    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "think"
+    assert len(full.splitlines()) > 500 and yaml.safe_load(full)["algorithm"]["egpo"]["entropy_scope"] == "response"
     diff = data["differs_from_defaults"]
     assert diff["algorithm.adv_estimator"] == {"default": "gae", "value": "egpo", "by": "spec"}
     assert diff["algorithm.egpo.lambda"] == {"default": "<absent>", "value": 0.4, "by": "spec"}

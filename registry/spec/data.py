@@ -52,6 +52,16 @@ class DataSpec(SpecModel):
         1000, ge=1, description="Keep at most this many valid records (after shuffling); null = all."
     )
     shuffle: bool = Field(True, description="Shuffle records (seeded) before splitting.")
+    split: Literal["rlreg", "hardtry"] = Field(
+        "rlreg",
+        description="How records are chosen and split. `rlreg`: with `shuffle`, a seeded "
+        "random.sample of max_samples records whose first ceil(test_size*k) are test; without, the "
+        "first k records with the last ceil(test_size*k) as test; rows in input order. `hardtry`: the "
+        "user's converter (Hugging Face datasets): the first max_samples records (after "
+        "ds.shuffle(seed) when `shuffle`), then train_test_split(test_size, seed) — a numpy "
+        "default_rng(seed) permutation, its first ceil(test_size*k) rows test — rows in permutation "
+        "order; holds the k chosen rows in memory.",
+    )
     test_size: float = Field(0.05, gt=0.0, lt=1.0, description="Fraction of records in test.parquet.")
     seed: int = Field(42, description="Seed for shuffle and split; same input + seed -> identical parquet.")
     data_source: str = Field("hardgen", description="Value of the `data_source` column (verl routes rewards by it).")

@@ -6,7 +6,7 @@ KL symmetry, or approximated from the two entropies. See docs/generate.md.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -45,8 +45,8 @@ class GenerateSpec(SpecModel):
     # -- data
     dataset: str | None = Field(
         None,
-        description="JSON/JSONL/parquet of prompts (path or @spec:stage.output). Null = the "
-        "convert stage's train split.",
+        description="Prompts: a JSON/JSONL/parquet file, a datasets save_to_disk directory or a local "
+        "dataset directory (path or @spec:stage.output; Hub ids are refused). Null = the convert stage's train split.",
     )
     messages_field: str | None = Field(
         None, description="Field holding OpenAI-style messages; auto-detected (`messages`, `prompt` as a list)."
@@ -56,6 +56,19 @@ class GenerateSpec(SpecModel):
     )
     response_field: str | None = Field(
         None, description="Reference response field, kept as `reference_response`; auto-detected (response, answer, …)."
+    )
+    adapter: str = Field(
+        "auto",
+        description="How a record becomes a prompt: `auto` (detect the fields), `generic` (prompt_field or "
+        "messages_field must be set, no detection) or a dotted path package.module.Class to a subclass of "
+        "runners.generate.adapters.DatasetAdapter.",
+    )
+    adapter_options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for a custom adapter's constructor."
+    )
+    split: str | None = Field(
+        None, description="Split of a dataset directory (a datasets save_to_disk DatasetDict, or a local dir with "
+        "train/test files). Not for single files.",
     )
     num_samples: int | None = Field(None, ge=1, description="Prompts to generate for, from the start index; null = all.")
     start_idx: int | None = Field(
@@ -79,6 +92,11 @@ class GenerateSpec(SpecModel):
     alpha_max_tail: float = Field(
         0.02, gt=0, le=1,
         description="Rows whose lumped tail mass exceeds this are re-solved exactly on the full vocabulary.",
+    )
+    alpha_gap_rtol: float = Field(
+        5e-3, gt=0, le=1,
+        description="Certificate of the compact solve: a row whose exact |KL(q‖π_θ) − KL(q‖π_t)| exceeds "
+        "this × the larger KL (+ 1e-6) is re-solved exactly on the full vocabulary.",
     )
     # -- decoding
     batch_size: int = Field(8, ge=1, description="Prompts decoded together (one output flush per batch).")

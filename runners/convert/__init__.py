@@ -51,7 +51,7 @@ def describe(stage_spec: DataSpec, spec: Any = None) -> str:
     else:
         source = f"{stage_spec.source} ({stage_spec.format})"
     return (f"convert {source} -> train.parquet + test.parquet: max_samples={stage_spec.max_samples}, "
-            f"shuffle={stage_spec.shuffle}, test_size={stage_spec.test_size}, seed={stage_spec.seed}, "
+            f"shuffle={stage_spec.shuffle}, split={stage_spec.split}, test_size={stage_spec.test_size}, seed={stage_spec.seed}, "
             f"on_error={stage_spec.on_error}")
 
 
@@ -143,22 +143,35 @@ def _scan(path: Path, fmt: str, on_error: str) -> Scan:
     return scan
 
 
-def _plan(n_valid: int, stage_spec: DataSpec, path: Path) -> tuple[bytearray, int, int]:
-    """Which valid records go to train (1) / test (2) / nowhere (0), by valid-record position."""
+@dataclass
+class Plan:
+    """Which valid records go to train (1) / test (2) / nowhere (0), by valid-record position, and
+    (split: hardtry) each chosen record's row number within its split."""
+
+    splits: bytearray
+    rank: dict[int, int] | None = None
+
+
+def _plan(n_valid: int, stage_spec: DataSpec, path: Path) -> tuple[Plan, int, int]:
     k = min(stage_spec.max_samples or n_valid, n_valid)
     if k < 2:
         raise InputDataError(
             f"{path}: only {k} valid record(s) to convert; a train/test split needs at least 2 "
             "(add records, or check the skipped-record count if `on_error: skip` dropped them)"
         )
-    # like datasets.train_test_split: ceil for test; round() first so 0.07*100 is 7, not 8
-    n_test = math.ceil(round(stage_spec.test_size * k, 9))
+    if stage_spec.split == "hardtry":
+        # datasets.train_test_split: ceil of the float product as is (0.07*100 -> 8)
+        n_test = math.ceil(stage_spec.test_size * k)
+    else:  # ceil, but round() first so 0.07*100 is 7, not 8
+        n_test = math.ceil(round(stage_spec.test_size * k, 9))
     n_train = k - n_test
     if n_train < 1:
         raise InputDataError(
             f"{path}: test_size {stage_spec.test_size} of {k} records leaves no training rows; "
             "lower `data.test_size` or add records"
         )
+    if stage_spec.split == "hardtry":
+        return _hardtry_plan(n_valid, k, n_test, stage_spec), n_train, n_test
     if stage_spec.shuffle:
         chosen = random.Random(stage_spec.seed).sample(range(n_valid), k)  # O(k) memory
         test, train = chosen[:n_test], chosen[n_test:]
@@ -169,15 +182,36 @@ def _plan(n_valid: int, stage_spec: DataSpec, path: Path) -> tuple[bytearray, in
         plan[i] = TRAIN
     for i in test:
         plan[i] = TEST
-    return plan, n_train, n_test
+    return Plan(plan), n_train, n_test
 
 
-def _write(path: Path, fmt: str, scan: Scan, plan: bytearray, outputs: dict[str, Path],
+def _hardtry_plan(n_valid: int, k: int, n_test: int, stage_spec: DataSpec) -> Plan:
+    """hardtry's convert_messages_to_verl.py: ``ds.shuffle(seed)`` (only when shuffle and
+    max_samples are set), ``ds.select(range(k))``, ``ds.train_test_split(test_size, seed)``. Both
+    ``datasets`` calls draw ``numpy.random.default_rng(seed).permutation(len(ds))``; the split's
+    first ``n_test`` permuted rows are test, the rest train, each in permutation order."""
+    import numpy as np
+
+    seed = stage_spec.seed
+    if stage_spec.shuffle and stage_spec.max_samples:
+        kept = np.random.default_rng(seed).permutation(n_valid)[:k]
+    else:
+        kept = np.arange(k)
+    order = kept[np.random.default_rng(seed).permutation(k)]
+    plan, rank = bytearray(n_valid), {}
+    for row, pos in enumerate(order.tolist()):
+        plan[pos] = TEST if row < n_test else TRAIN
+        rank[pos] = row if row < n_test else row - n_test
+    return Plan(plan, rank)
+
+
+def _write(path: Path, fmt: str, scan: Scan, plan: Plan, outputs: dict[str, Path],
            stage_spec: DataSpec, token_stats: Any) -> None:
     writers = {TRAIN: SplitWriter(outputs["train"], stage_spec.batch_size),
                TEST: SplitWriter(outputs["test"], stage_spec.batch_size)}
     names = {TRAIN: "train", TEST: "test"}
     counts = {TRAIN: 0, TEST: 0}
+    held: dict[int, dict[int, dict]] = {TRAIN: {}, TEST: {}}  # split: hardtry writes rows in plan order
     reader = RecordReader(path, fmt)  # type: ignore[arg-type]
     valid_pos = 0
     try:
@@ -188,18 +222,26 @@ def _write(path: Path, fmt: str, scan: Scan, plan: bytearray, outputs: dict[str,
                 prompt, answer, tools = normalize(rec.value)
             except BadRecord:
                 continue
-            split = plan[valid_pos] if valid_pos < len(plan) else 0
+            pos = valid_pos
+            split = plan.splits[pos] if pos < len(plan.splits) else 0
             valid_pos += 1
             if not split:
                 continue
             if stage_spec.tools_in_system_prompt:
                 prompt = with_tools_in_system(prompt, tools)
-            writers[split].add(to_row(prompt, answer, tools, data_source=stage_spec.data_source,
-                                      ability=stage_spec.ability, split=names[split], index=counts[split],
-                                      source_index=rec.index))
+            index = plan.rank[pos] if plan.rank is not None else counts[split]
+            row = to_row(prompt, answer, tools, data_source=stage_spec.data_source, ability=stage_spec.ability,
+                         split=names[split], index=index, source_index=rec.index)
+            if plan.rank is not None:
+                held[split][index] = row
+            else:
+                writers[split].add(row)
             counts[split] += 1
             if token_stats is not None:
                 token_stats.add(names[split], prompt, answer, tools)
+        for split, rows in held.items():
+            for index in sorted(rows):
+                writers[split].add(rows[index])
     finally:
         for w in writers.values():
             w.close()

@@ -60,11 +60,12 @@ def log_eval_set(ctx: StageContext, records: list[EvalRecord], source: str) -> s
 
 def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> StageResult:
     from runners.modeling import load_model
-    from runners.reward import REWARD_FUNCTIONS
+    from runners.reward_file import load_reward
 
+    data_source = ctx.spec.data.data_source if ctx.spec.data is not None else ""
+    reward_fn = load_reward(ctx.spec.reward, ctx.project_root, data_source)  # a bad reward file fails before the model loads
+    reward_name = reward_fn.label
     records, source = load_eval_set(stage_spec, ctx)
-    reward_name = ctx.spec.reward.function if ctx.spec.reward else "think_tool_call"
-    reward_fn = REWARD_FUNCTIONS[reward_name]
     model_spec = ctx.spec.model
     model, tokenizer = load_model(
         model_path, dtype=model_spec.dtype if model_spec else "float32",
@@ -92,7 +93,7 @@ def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> St
             greedy_cache = generations
         else:
             generations = greedy_cache  # greedy decoding: every repeat would produce the same text
-        scores = [score_sample(rec, g.text, reward_fn, reward_name == "think_tool_call")
+        scores = [score_sample(rec, g.text, reward_fn, reward_fn.requires_think)
                   for rec, g in zip(records, generations)]
         n = len(scores)
         metrics = {

@@ -1,10 +1,11 @@
 """Score one response against one record: strict accuracy plus the diagnostics that say WHY it failed.
 
 Per sample (all 0/1):
-- ``score`` (strict accuracy): the spec's reward (domain.md §2) for convert-split records; for BFCL
+- ``score`` (strict accuracy): 1 when the spec's reward (domain.md §2) gives its full score (≥ 1:
+  1.0 for the binary rewards, 1.1 for ``graded_tool_call``) on convert-split records; for BFCL
   records, ``format_valid`` and BFCL's AST match.
 - ``format_valid``: the response has the shape the reward demands — a think block closed by
-  ``</think>\\n\\n`` when the reward is ``think_tool_call`` — and at least one well-formed
+  ``</think>\\n\\n`` when the reward requires thinking (``think_tool_call[_strict]``) — and at least one well-formed
   ``<tool_call>`` JSON block (``{"name": str, "arguments": object}``).
 - ``tool_name_correct``: the multiset of called function names equals the expected one.
 - ``args_correct``: the calls equal the expected calls (names and arguments; reward's
@@ -74,7 +75,13 @@ def score_sample(record: EvalRecord, response: str, reward_fn: Callable[[str, An
     else:
         expected = ground_truth_calls(record.ground_truth)
         args_ok = float(bool(calls) and bool(expected) and tool_calls_match(calls, expected))
-        score = float(reward_fn(response, record.ground_truth))
+        reward = float(reward_fn(response, record.ground_truth))
+        # correct = the reward's full score (1.0 binary, 1.1 graded); the reward's own match may be
+        # looser than the diagnostics' strict parse (hardtry: true == 1, lists as sets), so a
+        # response it accepts counts as right in the diagnostics too and the rates keep nesting
+        score = float(reward >= 1.0)
+        args_ok = max(args_ok, score)
+        names_ok = max(names_ok, args_ok)
     if not think_ok and not error:
         error = "think block missing or not closed by '</think>\\n\\n'"
     elif calls is None:

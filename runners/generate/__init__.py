@@ -21,16 +21,16 @@ import shutil
 import time
 from typing import Any
 
-import torch
-
 from registry.context import StageContext, StageResult
 from registry.errors import UsageError
 from registry.spec.generate import GenerateSpec
-from runners.generate.datasets import PromptRecord, load_records, to_prompt_records
-from runners.generate.decode import decode, tune_cpu_malloc
+from runners.generate.adapters import adapt
+from runners.generate.datasets import PromptRecord
+from runners.generate.decode import decode, sample_generators, tune_cpu_malloc
 from runners.generate.mixer import DIAGNOSTIC_NAMES, QStarMixer
 from runners.generate.models import ModelPair, load_pair
 from runners.generate.report import log_run_summary, sample_summary
+from runners.generate.sources import check_not_hub_id, load_source
 from runners.generate.writer import SampleWriter
 
 DATA_FILE = "generated.jsonl"
@@ -43,10 +43,9 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
     apply_cpu_threads(ctx.spec.model)  # model.cpu_threads (tiny models: 1 thread is faster)
     spec = stage_spec
     dataset_path = _dataset_path(spec, ctx)
-    prompts = to_prompt_records(
-        load_records(dataset_path), dataset_path, messages_field=spec.messages_field,
-        prompt_field=spec.prompt_field, response_field=spec.response_field,
-    )
+    if spec.dataset:
+        check_not_hub_id(spec.dataset, dataset_path)
+    prompts = adapt(load_source(dataset_path, spec.split), dataset_path, spec)
     start = spec.start_idx or 0
     if start >= len(prompts):
         raise UsageError(f"generate.start_idx={start} but {dataset_path} has only {len(prompts)} records")
@@ -60,7 +59,7 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
         tune_cpu_malloc()
     mixer = QStarMixer(
         spec.alpha_method, fixed_alpha=spec.fixed_alpha, tol=spec.alpha_tol, temperature=spec.temperature,
-        support_eps=spec.alpha_support_eps, max_tail=spec.alpha_max_tail,
+        support_eps=spec.alpha_support_eps, max_tail=spec.alpha_max_tail, gap_rtol=spec.alpha_gap_rtol,
     )
     ctx.tracker.log_params({"resolved": {
         "dataset": str(dataset_path), "model_theta": str(pair.theta_path), "model_t": pair.target_desc,
@@ -93,6 +92,8 @@ def run(stage_spec: GenerateSpec, ctx: StageContext) -> StageResult:
         "generate/alpha_solve_ms_per_position": 1e3 * stats.solve_seconds / max(stats.positions, 1),
         "generate/alpha_exact_fraction": stats.exact_rows / max(stats.positions, 1),
         "generate/alpha_max_tail_mass": stats.max_tail,
+        "generate/alpha_gap_fallbacks": float(stats.gap_fallback_rows),
+        "generate/alpha_max_rel_kl_gap": stats.max_rel_gap,
     })
     ctx.tracker.log_metrics(metrics)
     info = {"samples": int(metrics.get("generate/samples", 0)), "new": len(todo), "resumed": resumed,
@@ -124,11 +125,13 @@ def _generate_batch(
     for p in batch:
         prompt_ids = tok(render_prompt(tok, p.messages, p.tools), add_special_tokens=False)["input_ids"]
         ids.append(prompt_ids[-spec.max_prompt_tokens:] if spec.max_prompt_tokens else prompt_ids)
-    generator = torch.Generator(device="cpu").manual_seed(spec.seed + batch[0].index)
+    # per-sample streams: a resumed run that re-batches the missing samples draws what an
+    # uninterrupted run drew
+    generators = sample_generators(spec.seed, [p.index for p in batch])
     models = [pair.theta] if pair.target is None else [pair.theta, pair.target]
     result = decode(
         models, ids, mixer, pad_id=tok.pad_token_id, eos_ids=_eos_ids(pair), max_new_tokens=spec.max_new_tokens,
-        top_k=spec.top_k, top_p=spec.top_p, generator=generator, vocab_size=pair.vocab_size,
+        top_k=spec.top_k, top_p=spec.top_p, generators=generators, vocab_size=pair.vocab_size,
     )
     records, diags, n_tokens = [], [], 0
     for p, tokens, eos, token_diags in zip(batch, result.tokens, result.stopped_on_eos, result.diagnostics):

@@ -30,9 +30,12 @@ def decode(
     models: Sequence[Any], prompts: Sequence[Sequence[int]], mixer: Callable[..., StepOutput], *,
     pad_id: int, eos_ids: set[int], max_new_tokens: int, top_k: int = 0, top_p: float = 1.0,
     generator: torch.Generator | None = None, vocab_size: int | None = None,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> DecodeResult:
     """Decode a batch. ``models``: [π_θ] or [π_θ, π_t]; ``vocab_size`` trims padded logit rows
-    (models whose embedding matrices were padded differently)."""
+    (models whose embedding matrices were padded differently). ``generators``: one per row (see
+    :func:`sample_generators`), so a row's samples do not depend on which rows share its batch;
+    else ``generator`` serves the whole batch."""
     device = next(models[0].parameters()).device
     batch = len(prompts)
     width = max(len(p) for p in prompts)
@@ -60,7 +63,7 @@ def decode(
                 step_logits = out.logits[:, -1]
                 logits.append(step_logits[:, :vocab_size] if vocab_size else step_logits)
             step = mixer(logits[0], logits[1] if len(logits) > 1 else None)
-            next_ids = sample(step.logp, top_k, top_p, generator).cpu()
+            next_ids = sample(step.logp, top_k, top_p, generator, generators).cpu()
             live = (~finished).nonzero().flatten().tolist()
             values = {k: v.detach().float().cpu().tolist() for k, v in step.diagnostics.items()}
             is_eos = torch.isin(next_ids, eos)
@@ -109,8 +112,21 @@ def _forward(model: Any, ids: torch.Tensor, attention: torch.Tensor, positions: 
         return model(**kwargs)
 
 
-def sample(logp: torch.Tensor, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One id per row from normalised log-probs, restricted to the top-k / nucleus top-p set."""
+def sample_generators(seed: int, sample_indices: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded from (seed, sample_idx) through numpy's SeedSequence:
+    a sample's tokens are then the same whatever batch it lands in — after a resume that re-batches
+    the missing samples, or with another batch size."""
+    import numpy as np
+
+    return [torch.Generator(device="cpu").manual_seed(
+        int(np.random.SeedSequence([int(seed), int(i)]).generate_state(1, np.uint64)[0] >> np.uint64(1)))
+        for i in sample_indices]
+
+
+def sample(logp: torch.Tensor, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
+           generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    """One id per row from normalised log-probs, restricted to the top-k / nucleus top-p set.
+    ``generators`` (one per row) draws each row from its own stream."""
     if top_k and top_k < logp.shape[-1]:
         kth = torch.topk(logp, top_k, dim=-1).values[:, -1:]
         logp = logp.masked_fill(logp < kth, float("-inf"))
@@ -122,6 +138,9 @@ def sample(logp: torch.Tensor, top_k: int = 0, top_p: float = 1.0, generator: to
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logp = logp.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logp.float(), dim=-1)
+    if generators is not None:
+        probs = probs.cpu()
+        return torch.stack([torch.multinomial(probs[row], 1, generator=gen)[0] for row, gen in enumerate(generators)])
     if probs.device.type != "cpu" and generator is not None and generator.device.type == "cpu":
         probs = probs.cpu()
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

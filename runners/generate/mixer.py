@@ -33,6 +33,10 @@ class MixerStats:
     exact_rows: int = 0
     solve_seconds: float = 0.0
     max_tail: float = 0.0
+    gap_fallback_rows: int = 0
+    """Rows whose compact α failed the KL-gap certificate and were re-solved exactly."""
+    max_rel_gap: float = 0.0
+    """Largest (|KL(q‖π_θ) − KL(q‖π_t)| − 1e-6)⁺ / max(KLs) returned (after any fallback)."""
 
 
 class QStarMixer:
@@ -41,6 +45,7 @@ class QStarMixer:
     def __init__(
         self, method: str, *, fixed_alpha: float = 0.5, tol: float = 1e-6, temperature: float = 1.0,
         support_eps: float = 1e-5, max_tail: float = 0.02, with_diagnostics: bool = True,
+        gap_rtol: float = qstar.GAP_RTOL,
     ):
         if method not in ("fixed", "kl_symmetry", "entropy"):
             raise ValueError(f"unknown alpha_method '{method}' (use fixed, kl_symmetry or entropy)")
@@ -51,6 +56,7 @@ class QStarMixer:
         self.support_eps = support_eps
         self.max_tail = max_tail
         self.with_diagnostics = with_diagnostics
+        self.gap_rtol = gap_rtol
         self.stats = MixerStats()
 
     def __call__(self, logits_theta: torch.Tensor, logits_t: torch.Tensor | None) -> StepOutput:
@@ -74,9 +80,21 @@ class QStarMixer:
             self.stats.max_tail = max(self.stats.max_tail, float(solve.tail_mass.max()))
         self.stats.solve_seconds += time.perf_counter() - start
         self.stats.positions += lth.shape[0]
-        if not self.with_diagnostics:
+        if self.method == "kl_symmetry":
+            # the exact KL gap of the compact α certifies it, else the row is re-solved exactly
+            start = time.perf_counter()
+            logq, d, redo = qstar.certified_mix(lth, lt, alpha, extra["tail_mass"], self.gap_rtol, self.tol)
+            if redo:  # the re-solve is part of the α solve's cost
+                self.stats.solve_seconds += time.perf_counter() - start
+            self.stats.gap_fallback_rows += redo
+            self.stats.exact_rows += redo
+            self.stats.max_rel_gap = max(self.stats.max_rel_gap, float(qstar.relative_gap(d).max()))
+        elif not self.with_diagnostics:
             return StepOutput(qstar.log_qstar(lth, lt, alpha, clamped=True), {"alpha": alpha})
-        logq, d = qstar.mix_with_diagnostics(lth, lt, alpha)
+        else:
+            logq, d = qstar.mix_with_diagnostics(lth, lt, alpha)
+        if not self.with_diagnostics:
+            return StepOutput(logq, {"alpha": alpha})
         diags = {"alpha": alpha, "ess_theta": d.ess_theta, "ess_t": d.ess_t, "ess_ratio": d.ess_ratio,
                  "kl_theta": d.kl_theta, "kl_t": d.kl_t, **extra}
         return StepOutput(logq, diags)

@@ -33,6 +33,12 @@ LOGP_FLOOR = -1.0e4
 at α ∈ {0, 1}; at −1e4 its probability is still exactly 0 in float32/float64."""
 
 
+GAP_RTOL = 5e-3
+"""Certificate of the compact solve: a row whose exact |KL(q‖π_θ) − KL(q‖π_t)| exceeds
+GAP_RTOL·max(KL(q‖π_θ), KL(q‖π_t)) + GAP_ATOL is re-solved on the full vocabulary."""
+GAP_ATOL = 1e-6
+"""Absolute slack of the certificate: float32 rounding of the full-vocabulary KLs (V ~ 1e5)."""
+
 TAIL_FLOOR = 1e-6
 """Smallest tail mass the compact solver represents (float32 log-softmax sums to 1 within ~1e-7·V)."""
 
@@ -293,3 +299,38 @@ def solve_alpha(
         alpha[redo], _ = solve_alpha_full(logp_theta[redo], logp_t[redo], tol)
         tail[redo] = 0.0
     return AlphaSolve(alpha.to(logp_theta.dtype), tail, int(redo.numel()), res.iterations)
+
+
+# -- the certificate of the compact solve ----------------------------------------------------------
+def relative_gap(d: TokenDiagnostics) -> torch.Tensor:
+    """(|KL(q‖π_θ) − KL(q‖π_t)| − GAP_ATOL)⁺ / max(both KLs) per row: the relative imbalance beyond the
+    certificate's absolute slack, so ≤ ``gap_rtol`` on every certified row (0 at the Chernoff point)."""
+    excess = ((d.kl_theta - d.kl_t).abs() - GAP_ATOL).clamp_min(0.0)
+    return excess / torch.maximum(torch.maximum(d.kl_theta, d.kl_t), torch.full_like(d.kl_t, 1e-30))
+
+
+def certified_mix(
+    lth: torch.Tensor, lt: torch.Tensor, alpha: torch.Tensor, tail_mass: torch.Tensor, gap_rtol: float = GAP_RTOL,
+    tol: float = 1e-6,
+) -> tuple[torch.Tensor, TokenDiagnostics, int]:
+    """log q*, its exact diagnostics, and how many rows were re-solved (``alpha``/``tail_mass`` are
+    updated in place for them).
+
+    The diagnostics give the exact KL gap F(α) = KL(q‖π_θ) − KL(q‖π_t) on the full vocabulary at no
+    extra cost. A compact-solved row (tail_mass > 0) whose gap exceeds
+    ``gap_rtol``·max(KLs) + GAP_ATOL is re-solved with :func:`solve_alpha_full` and mixed again, so
+    every returned row satisfies the bound (exact rows: α within ``tol`` of the root)."""
+    logq, d = mix_with_diagnostics(lth, lt, alpha)
+    gap = (d.kl_theta - d.kl_t).abs()
+    bound = gap_rtol * torch.maximum(d.kl_theta, d.kl_t) + GAP_ATOL
+    redo = torch.nonzero((gap > bound) & (tail_mass.to(gap.device) > 0)).flatten()
+    if redo.numel() == 0:
+        return logq, d, 0
+    new_alpha, _ = solve_alpha_full(lth[redo], lt[redo], tol)
+    alpha[redo] = new_alpha.to(alpha.dtype).to(alpha.device)
+    tail_mass[redo.to(tail_mass.device)] = 0.0
+    sub_logq, sub = mix_with_diagnostics(lth[redo], lt[redo], alpha[redo])
+    logq[redo] = sub_logq
+    for name in ("kl_theta", "kl_t", "ess_theta", "ess_t"):
+        getattr(d, name)[redo] = getattr(sub, name)
+    return logq, d, int(redo.numel())

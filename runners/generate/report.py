@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from runners.generate.writer import read_jsonl
 
+ALPHA_RANGE = (0.2, 0.8)
+"""Seed 003: α outside this range means one model dominates the mixture."""
 SUMMARY_NAMES = ("alpha", "ess_ratio", "ess_theta", "ess_t", "kl_theta", "kl_t")
 HISTOGRAMS = (("alpha", "α (weight on π_t)"), ("ess_ratio", "ESS_θ / ESS_t"),
               ("kl_theta", "KL(q‖π_θ)"), ("kl_t", "KL(q‖π_t)"))
@@ -42,6 +45,14 @@ def log_run_summary(
     for name, vals in token_values.items():
         if vals:
             metrics[f"generate/token_{name}_mean"] = sum(vals) / len(vals)
+    alphas = [v for v in token_values.get("alpha", []) if math.isfinite(v)]
+    if alphas:  # seed 003's advice: α should stay in [0.2, 0.8] (else one model dominates q*)
+        low, high = ALPHA_RANGE
+        outside = sum(1 for v in alphas if v < low or v > high) / len(alphas)
+        metrics["generate/alpha_outside_range_fraction"] = outside
+        if outside > 0:
+            print(f"[rlreg] warning: {outside:.1%} of generated tokens have α outside [{low}, {high}] "
+                  "(one model dominates q* there; see `rlreg analyze-diagnostics`)", file=sys.stderr)
     tracker.log_artifact(data_path, "generate")
     tracker.log_artifact(diagnostics_path, "generate")
     if examples:

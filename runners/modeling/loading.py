@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from registry.errors import InputDataError, UsageError
 from registry.spec.model import ModelSpec
+from runners.common.integrity import manifest_problem, write_manifest
 from runners.modeling.builder import build_tiny_model
 from runners.modeling.chat_template import CHAT_TEMPLATE, _messages_list, _tools_list
 
@@ -122,6 +125,12 @@ def resolve_base_model(
     digest = hashlib.sha256(json.dumps(model_spec.tiny.model_dump(mode="json"), sort_keys=True).encode())
     digest.update(Path(train_parquet).read_bytes())
     out = Path(cache_dir) / f"tiny-base-{digest.hexdigest()[:16]}"
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
-        return out
-    return build_tiny_model(model_spec.tiny, texts_from_parquet(Path(train_parquet)), out)
+    if out.is_dir():
+        problem = manifest_problem(out)
+        if problem is None:
+            return out
+        print(f"rebuilding the tiny base model: {problem}", file=sys.stderr)
+        shutil.rmtree(out)
+    built = build_tiny_model(model_spec.tiny, texts_from_parquet(Path(train_parquet)), out)
+    write_manifest(built)  # the next reuse checks it: a work dir is mutable state
+    return built

@@ -23,8 +23,8 @@ import torch
 from registry.context import StageContext, StageResult
 from registry.spec.sft import SFTSpec
 from runners.modeling import apply_cpu_threads, load_model, resolve_base_model
-from runners.reward import REWARD_FUNCTIONS
-from runners.sft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from runners.reward_file import load_reward
+from runners.sft.checkpoint import apply_checkpoint, resume_checkpoint, save_checkpoint
 from runners.sft.data import BatchPlan, Example, collate, load_examples
 from runners.sft.format_check import format_report
 
@@ -109,10 +109,14 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec))
     step, resumed_from = 0, None
-    if (ckpt := latest_checkpoint(ctx.work_dir)) is not None:
-        step, _ = load_checkpoint(ckpt, model, optimizer, scheduler)
+    state, discarded = resume_checkpoint(ctx.work_dir)
+    if discarded:
+        print(f"sft: discarding checkpoints, starting over: {discarded}", file=sys.stderr)
+        ctx.tracker.set_tags({"rlreg.resume_discarded": discarded[:5000]})
+    if state is not None:
+        step, _ = apply_checkpoint(state, model, optimizer, scheduler)
         resumed_from = step
-        print(f"sft: resuming from {ckpt} (step {step})", file=sys.stderr)
+        print(f"sft: resuming from step {step}", file=sys.stderr)
 
     ctx.tracker.set_tags({"sft.base_model": str(base), "sft.resumed_from_step": resumed_from if resumed_from is not None else "none"})
     if step == 0 and eval_set:
@@ -165,7 +169,7 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
         sample = test[: spec.format_samples]
         longest = max(len(tokenizer(e.ground_truth, add_special_tokens=False)["input_ids"]) for e in sample)
         rates, rows = format_report(
-            model, tokenizer, sample, REWARD_FUNCTIONS[ctx.spec.reward.function],
+            model, tokenizer, sample, load_reward(ctx.spec.reward, ctx.project_root, ctx.spec.data.data_source if ctx.spec.data else ""),
             max_new_tokens=longest + 16, batch_size=spec.batch_size,
         )
         result_metrics["sft/format_rate"] = rates["format_rate"]

@@ -9,6 +9,7 @@ same prompts, which is what lets a resumed run continue exactly where the crashe
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sys
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from registry.context import StageContext, StageResult
@@ -23,11 +25,11 @@ from registry.errors import InputDataError, UsageError
 from registry.spec.train import TrainSpec
 from runners.common.advantages import get_estimator, think_span_mask, think_token_ids
 from runners.modeling import load_model, pick_device, render_prompt, resolve_base_model
-from runners.reward import REWARD_FUNCTIONS
+from runners.reward_file import load_reward
 from runners.train.checkpoint import (
-    latest_checkpoint,
-    link_tree,
-    load_trainer_state,
+    apply_trainer_state,
+    copy_tree,
+    resume_point,
     save_checkpoint,
     step_dir,
 )
@@ -73,7 +75,11 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         model_spec, train_parquet=train_parquet, cache_dir=ctx.work_dir / "base_model", resolve_path=ctx.resolve_path
     )
     ckpt_root = ctx.work_dir / "checkpoints"
-    resume_step = latest_checkpoint(ckpt_root)
+    history = MetricsHistory(ctx.work_dir / "metrics_history.jsonl")
+    resume_step, resume_state, discarded = resume_point(ckpt_root, history.digest)
+    if discarded:
+        print(f"train: discarding checkpoints, starting over: {discarded}", file=sys.stderr)
+        ctx.tracker.set_tags({"rlreg.resume_discarded": discarded[:5000]})
     policy_path = step_dir(ckpt_root, resume_step) / "model" if resume_step else source
     model, tokenizer = load_model(policy_path, "float32", device, trust_remote_code=model_spec.trust_remote_code)
     ref_model = None
@@ -84,11 +90,10 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         ref_model.requires_grad_(False)
 
     plan = _plan(spec, ctx, tokenizer, train_parquet)
-    reward_fn = REWARD_FUNCTIONS[ctx.spec.reward.function]
+    reward_fn = load_reward(ctx.spec.reward, ctx.project_root, _data_source(ctx))
     estimator = get_estimator(spec.algorithm.adv_estimator)
     think_ids = _think_ids(spec, tokenizer)
     optimizer, scheduler = build_optimizer(model, spec, plan.total_steps)
-    history = MetricsHistory(ctx.work_dir / "metrics_history.jsonl")
 
     ctx.tracker.log_params(
         {"train.builtin": {"source_model": str(source), "device": device, "prompts": len(plan.prompts),
@@ -96,7 +101,7 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
     )
     start_step = 0
     if resume_step:
-        load_trainer_state(ckpt_root, resume_step, optimizer, scheduler)
+        apply_trainer_state(resume_state, optimizer, scheduler)
         start_step = resume_step
         rows = history.load(resume_step)
         for row in rows:  # re-log the curves so far into this run; the tracker sends them as log_batch
@@ -105,6 +110,9 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         ctx.tracker.set_tags({"rlreg.resumed_from_step": resume_step})
     else:
         torch.manual_seed(spec.seed)
+        # unused by training, but saved in checkpoints: seeded so a rerun's checkpoints are byte-equal
+        random.seed(spec.seed)
+        np.random.seed(spec.seed)
         history.reset()
 
     progress = _progress(plan.total_steps, start_step)
@@ -121,7 +129,8 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         ctx.tracker.log_metrics(metrics, step)
         history.append(step, metrics)
         if spec.save_freq > 0 and (step % spec.save_freq == 0 or step == plan.total_steps):
-            save_checkpoint(ckpt_root, step, model, tokenizer, optimizer, scheduler, {"epoch": metrics["train/epoch"]})
+            save_checkpoint(ckpt_root, step, model, tokenizer, optimizer, scheduler, {"epoch": metrics["train/epoch"]},
+                            history_digest=history.digest())
         if progress is not None:
             progress.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", entropy=f"{metrics[ENTROPY_KEY]:.3f}")
             progress.update(1)
@@ -242,7 +251,7 @@ def _finish(ctx: StageContext, model, tokenizer, history: MetricsHistory, ckpt_r
     out_ckpt = ctx.out_dir / "checkpoints"
     out_ckpt.mkdir(parents=True, exist_ok=True)
     if ckpt_root.is_dir():
-        link_tree(ckpt_root, out_ckpt)
+        copy_tree(ckpt_root, out_ckpt)
     entropy_history = history.entropy_history()
     (ctx.out_dir / "entropy_history.json").write_text(json.dumps(entropy_history, indent=1))
     shutil.copy2(history.path, ctx.out_dir / "metrics_history.jsonl")
@@ -265,3 +274,8 @@ def _finish(ctx: StageContext, model, tokenizer, history: MetricsHistory, ckpt_r
         info={"steps": plan.total_steps, "prompts": len(plan.prompts), "filtered_overlong": plan.filtered,
               "resumed_from_step": resume_step or 0},
     )
+
+
+def _data_source(ctx: StageContext) -> str:
+    """What verl passes a reward as ``data_source``: the convert stage's column value."""
+    return ctx.spec.data.data_source if ctx.spec.data is not None else ""

@@ -7,6 +7,7 @@ is re-logged into the new MLflow run in one batch, so its curves start at step 1
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,17 @@ class MetricsHistory:
 
     def load(self, up_to_step: int) -> list[dict[str, Any]]:
         """Read the history, keep steps ≤ ``up_to_step``, and rewrite the file to match."""
+        self.rows = self.read(up_to_step)
+        self._rewrite()
+        return self.rows
+
+    def digest(self, up_to_step: int | None = None) -> str:
+        """sha256 of the rows (in memory, or on disk up to ``up_to_step``) as the file holds them;
+        a checkpoint records it so a resume refuses a history edited since."""
+        rows = self.rows if up_to_step is None else self.read(up_to_step)
+        return hashlib.sha256("".join(json.dumps(r) + "\n" for r in rows).encode()).hexdigest()
+
+    def read(self, up_to_step: int) -> list[dict[str, Any]]:
         rows = []
         if self.path.is_file():
             for line in self.path.read_text().splitlines():
@@ -38,9 +50,7 @@ class MetricsHistory:
                     rows.append(row)
         # The same step may appear twice if a crash hit between logging and checkpointing.
         by_step = {int(r["step"]): r for r in rows}
-        self.rows = [by_step[s] for s in sorted(by_step)]
-        self._rewrite()
-        return self.rows
+        return [by_step[s] for s in sorted(by_step)]
 
     def reset(self) -> None:
         self.rows = []

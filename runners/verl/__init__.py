@@ -4,7 +4,9 @@ with MLflow attached to the train child run. ``runners.verl.merge`` is the merge
 
 Modules: ``config`` (spec → verl keys), ``compose`` (Hydra compose + ``validate_config`` in the verl
 venv), ``launch`` (environment, argv, log streaming, metrics), ``egpo_plugin`` (loaded inside verl),
-``merge``. This file stays import-light: verl processes import ``runners.verl.egpo_plugin`` through
+``merge``, ``dry_run`` (what ``describe``/``describe_json`` return; not ``describe.py``: once imported, a
+submodule replaces the package attribute of the same name, and ``runners.verl.describe`` must stay the
+function the pipeline calls). This file stays import-light: verl processes import ``runners.verl.egpo_plugin`` through
 it, and they have neither pydantic's spec models nor MLflow's client necessarily.
 """
 
@@ -29,13 +31,13 @@ def describe(stage_spec: TrainSpec, spec: Spec) -> str:
     """What ``rlreg run <spec> --dry-run`` prints: the exact argv and environment, the keys the spec
     sets and how verl's composed config differs from its defaults; the full composed config is
     written to a file the text names."""
-    from runners.verl.describe import describe_text
+    from runners.verl.dry_run import describe_text
 
     return describe_text(stage_spec, spec)
 
 
 def describe_json(stage_spec: TrainSpec, spec: Spec) -> dict[str, Any]:
     """The same as data (JSON-serialisable) for ``rlreg run --dry-run --json``."""
-    from runners.verl.describe import describe_data
+    from runners.verl.dry_run import describe_data
 
     return describe_data(stage_spec, spec)

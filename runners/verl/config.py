@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from runners.reward_file import verl_reward_config
+
 if TYPE_CHECKING:
     from registry.spec import Spec
     from registry.spec.train import TrainSpec
@@ -29,6 +31,7 @@ CONFIG_NAME = "rlreg_verl"
 VERL_SEARCHPATH = "pkg://verl.trainer.config"
 EGPO_PLUGIN_MODULE = "runners.verl.egpo_plugin"
 REWARD_FILE = Path(__file__).resolve().parents[1] / "reward.py"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EGPO_ESTIMATORS = ("egpo", "egpo_token")
 
 # Subtrees this mapping adds to verl's config on purpose (verl allows extra keys there).
@@ -78,6 +81,7 @@ def build_config(
     checkpoint_dir: str,
     env_vars: dict[str, str],
     experiment_name: str | None = None,
+    project_root: Path | None = None,
 ) -> VerlLaunchConfig:
     """Map ``spec.train`` (+ model and reward) onto verl keys. Paths arrive already resolved."""
     algo, rollout, optim, verl = train.algorithm, train.rollout, train.optimizer, train.verl
@@ -98,13 +102,8 @@ def build_config(
             "entropy_scope": algo.entropy_scope,
         }
 
-    reward_cfg: dict[str, Any] = {
-        "custom_reward_function": {
-            "path": str(REWARD_FILE),
-            "name": "compute_score",
-            "reward_kwargs": {"reward_function": spec.reward.function},
-        }
-    }
+    # reward.custom_reward_function: the key main_ppo reads (a top-level one is not migrated)
+    reward_cfg: dict[str, Any] = {"custom_reward_function": verl_reward_config(spec.reward, project_root or PROJECT_ROOT)}
 
     ray_init: dict[str, Any] = {"runtime_env": {"env_vars": dict(env_vars)}}
     if verl.ray_address:

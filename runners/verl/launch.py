@@ -20,9 +20,10 @@ from typing import TextIO
 from runners.verl.config import CONFIG_NAME, EGPO_PLUGIN_MODULE
 
 MAIN_MODULE = "verl.trainer.main_ppo"
-# verl's console logger: "step:12 - actor/entropy:0.53 - critic/score/mean:0.25 - ..."
+# verl's console logger: "step:12 - actor/entropy:0.53 - critic/score/mean:np.float64(0.25) - ..."
+# (values are pprint.pformat-ed: numpy 2 scalars print as np.float64(x))
 _STEP_LINE = re.compile(r"(?:^|\s)step:(\d+)\s+-\s+(.*)$")
-_METRIC = re.compile(r"([A-Za-z0-9_./@:-]+):(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))")
+_METRIC = re.compile(r"([A-Za-z0-9_./@:-]+):(?:np\.[a-z0-9_]+\()?(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))")
 
 
 class VerlExitError(RuntimeError):

@@ -1,10 +1,11 @@
 """The train stage on verl: plan (spec → config, env, argv), check with verl, launch, collect.
 
-``run_train`` is ``runners.verl.run``; ``plan_train`` is shared with the dry run (``describe.py``).
+``run_train`` is ``runners.verl.run``; ``plan_train`` is shared with the dry run (``dry_run.py``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,7 +19,7 @@ import yaml
 
 from registry.context import StageResult
 from registry.errors import UsageError
-from runners.verl import checkpoints
+from runners.verl import checkpoints, history
 from runners.verl.compose import (
     PROJECT_ROOT,
     check_config,
@@ -64,6 +65,9 @@ def plan_train(
     tracking_uri: str,
     run_id: str,
 ) -> TrainPlan:
+    from runners.reward_file import check_file
+
+    check_file(spec.reward, project_root)  # verl's workers import it: a missing file must fail here, not on the GPUs
     env = verl_env(project_root=PROJECT_ROOT, tracking_uri=tracking_uri, run_id=run_id)
     launch_config = build_config(
         train,
@@ -74,6 +78,7 @@ def plan_train(
         checkpoint_dir=str(checkpoint_dir),
         # an existing Ray cluster's workers do not inherit this process's environment
         env_vars=env,
+        project_root=project_root,
     )
     return TrainPlan(
         python=resolve_verl_python(train.verl.python, project_root),
@@ -111,7 +116,7 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     (config_dir / "overrides.txt").write_text("".join(o + "\n" for o in plan.launch.overrides))
     (config_dir / "command.txt").write_text(shlex.join(plan.argv) + "\n")
     ctx.tracker.log_artifacts(config_dir, "verl")
-    ctx.tracker.set_tags(_tags(plan, train))
+    ctx.tracker.set_tags(_tags(plan, train, ctx.spec, ctx.project_root))
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     resumed_from = checkpoints.latest_step(checkpoint_dir) if train.verl.resume_mode == "auto" else None
@@ -125,6 +130,8 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
         raise VerlExitError(result.returncode, log_path, result.tail)
 
     metrics = _headline_metrics(ctx, result)
+    # entropy_history.json in the out dir, as the builtin trainer writes it
+    history_path = history.write_history(ctx, result.step_metrics)
     pointer = checkpoints.write_pointer(ctx.out_dir, checkpoint_dir)
     info: dict[str, Any] = {
         "verl_seconds": round(result.seconds, 1),
@@ -135,6 +142,8 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
         info["resumed_from_step"] = resumed_from
     out_config = ctx.out_dir / "verl_config"
     shutil.copytree(config_dir, out_config)
+    if history_path is not None:
+        info["entropy_history_steps"] = len(json.loads(history_path.read_text()))
     return StageResult(outputs={"checkpoints": pointer, "verl_config": out_config}, metrics=metrics, info=info)
 
 
@@ -166,12 +175,13 @@ def _tracking_uri(ctx: StageContext) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
-def _tags(plan: TrainPlan, train: TrainSpec) -> dict[str, str]:
-    from runners.reward import reward_source_hash
+def _tags(plan: TrainPlan, train: TrainSpec, spec: Spec, project_root: Path) -> dict[str, str]:
+    from registry.hashing import sha256_file
+    from runners.reward_file import source_file
 
     return {
         "rlreg.backend": "verl",
-        "rlreg.reward_sha256": reward_source_hash(),
+        "rlreg.reward_sha256": sha256_file(source_file(spec.reward, project_root)),
         "verl.python": str(plan.python),
         "verl.command": shlex.join(plan.argv)[:8000],
         "verl.adv_estimator": train.algorithm.adv_estimator,
