@@ -66,8 +66,23 @@ _uri_option = click.option(
     help="MLflow store to read (default: $MLFLOW_TRACKING_URI).")
 
 
+_study_option = click.option("--study", default=None, metavar="NAME",
+                             help="Compare a study's arms (its cell runs grouped by arm, one run per seed).")
+_where_option = click.option(
+    "--where", default=None, metavar="FILTER",
+    help="Add parent runs matching an MLflow filter, grouped by rlreg.arm (else spec), e.g. "
+         "\"tags.`rlreg.arm` = 'egpo'\"; with --study it narrows the study's cells.")
+_primary_option = click.option(
+    "--primary", default=None, metavar="METRIC",
+    help="The metric that gets the verdict (default: the study's primary_metric, else eval/accuracy_mean); "
+         "every other metric is secondary with Holm-adjusted p-values.")
+
+
 @click.command("compare")
-@click.argument("runs", nargs=-1, required=True)
+@click.argument("runs", nargs=-1)
+@_study_option
+@_where_option
+@_primary_option
 @_metrics_option
 @_run_option
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="text", show_default=True, help="Output format.")
@@ -75,18 +90,20 @@ _uri_option = click.option(
               help="Write to this file instead of stdout.")
 @_uri_option
 @_handle_errors
-def compare(runs: tuple[str, ...], metrics: tuple[str, ...], pins: tuple[str, ...], fmt: str,
-            output: Path | None, tracking_uri: str | None) -> None:
-    """Compare runs metric by metric: RUNS are spec names or run ids (two or more).
+def compare(runs: tuple[str, ...], study: str | None, where: str | None, primary: str | None,
+            metrics: tuple[str, ...], pins: tuple[str, ...], fmt: str, output: Path | None,
+            tracking_uri: str | None) -> None:
+    """Compare arms metric by metric: RUNS are spec names or run ids; --study / --where add arms.
 
-    Each cell is the logged value, or mean ± 95% CI over eval repeats; each run after the first
-    gets its difference from the first with Welch's 95% interval and a verdict ("within noise"
-    when the interval contains 0).
+    Each arm after the first gets its difference from the first with a 95% interval that names
+    its unit of replication (training seeds > prompts, paired > eval repeats) and what it covers;
+    the primary metric gets the verdict, the others Holm-adjusted p-values.
     """
     from analysis import render
     from analysis.compare import build
 
-    comp = build(_client(tracking_uri), runs, _metrics(metrics), _pins(pins))
+    comp = build(_client(tracking_uri), runs, _metrics(metrics), _pins(pins), study=study, where=where,
+                 primary=primary)
     text = render.FORMATS[fmt](comp)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -96,8 +113,10 @@ def compare(runs: tuple[str, ...], metrics: tuple[str, ...], pins: tuple[str, ..
 
 
 @click.command("report")
-@click.argument("a")
-@click.argument("b")
+@click.argument("runs", nargs=-1)
+@_study_option
+@_where_option
+@_primary_option
 @_metrics_option
 @_run_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
@@ -106,16 +125,41 @@ def compare(runs: tuple[str, ...], metrics: tuple[str, ...], pins: tuple[str, ..
               help="Also record the report in MLflow (a run tagged rlreg.role=report).")
 @_uri_option
 @_handle_errors
-def report(a: str, b: str, metrics: tuple[str, ...], pins: tuple[str, ...], output: Path, log: bool,
+def report(runs: tuple[str, ...], study: str | None, where: str | None, primary: str | None,
+           metrics: tuple[str, ...], pins: tuple[str, ...], output: Path, log: bool,
            tracking_uri: str | None) -> None:
-    """Write a report comparing runs A and B: spec differences, metrics with confidence
-    intervals and verdicts, and figures (reward, entropy, eval repeats, entropy after tool calls)."""
+    """Write a report over RUNS (spec names or run ids) and/or a study's arms: the verdict, spec
+    differences, metrics with intervals, curves (mean ± band across seeds), per-prompt wins/losses."""
     from analysis.report import build_report, log_report, write_report
 
     client = _client(tracking_uri)
-    rep = build_report(client, [a, b], _metrics(metrics), _pins(pins))
+    rep = build_report(client, runs, _metrics(metrics), _pins(pins), study=study, where=where,
+                       primary=primary)
     written = write_report(rep, output)
-    click.echo(f"wrote {written[0]} ({len(rep.figures)} figures, {len(rep.spec_changes)} spec differences)")
+    click.echo(f"wrote {written[0]} ({len(rep.figures)} figures, {len(rep.spec_rows)} spec differences)")
     if log:
         run_id = log_report(client, rep)
         click.echo(f"logged to MLflow: run {run_id} (experiment {rep.comparison.runs[0].experiment_id})")
+
+
+@click.command("plot")
+@click.argument("runs", nargs=-1)
+@_study_option
+@_where_option
+@click.option("--metric", "metric_keys", multiple=True, required=True, metavar="KEY",
+              help="Per-step metric to draw (repeatable), e.g. actor/entropy, critic/score/mean.")
+@_run_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("plot.png"),
+              show_default=True, help="PNG file (one panel per metric).")
+@_uri_option
+@_handle_errors
+def plot(runs: tuple[str, ...], study: str | None, where: str | None, metric_keys: tuple[str, ...],
+         pins: tuple[str, ...], output: Path, tracking_uri: str | None) -> None:
+    """Draw per-step curves of RUNS and/or a study's arms: mean ± 1 sd band across seeds per arm."""
+    from analysis.curves import plot_curves
+
+    written, missing = plot_curves(_client(tracking_uri), runs, list(metric_keys), _pins(pins), study=study,
+                                   where=where, output=output)
+    click.echo(f"wrote {written}")
+    for line in missing:
+        click.echo(f"note: {line}", err=True)

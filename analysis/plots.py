@@ -131,3 +131,87 @@ def _repeats_panel(ax: object, values: Mapping[str, Sequence[float]], metric: st
     ax.grid(alpha=0.3)  # type: ignore[attr-defined]
     if values:
         ax.legend(fontsize=8)  # type: ignore[attr-defined]
+
+
+Runs = Sequence[Series]  # one (steps, values) per training seed
+
+
+def band_steps(groups: Mapping[str, Runs], metric: str, title: str | None = None) -> object:
+    """One line per arm: the mean over its seeds at each step, with a ±1 sd band across seeds
+    when the arm has ≥ 2 (a single-seed arm is its plain curve). Steps a seed did not log are
+    left out of that step's mean."""
+    fig, (ax,) = _figure()
+    _band_panel(ax, groups, metric)
+    banded = any(len(r) > 1 for r in groups.values())
+    ax.set_title(title or f"{metric} over steps" + (" (band: ±1 sd across seeds)" if banded else ""))
+    return fig
+
+
+def band_panels(panels: Mapping[str, Mapping[str, Runs]], cols: int = 2) -> object:
+    """Several per-step metrics (``{metric: {arm: [(steps, values) per seed]}}``), one panel each."""
+    from matplotlib.figure import Figure
+
+    cols = max(1, min(cols, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    width, height = 6.0 * cols, 3.6 * rows
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.4 / height,
+                        wspace=0.3, hspace=0.45)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (metric, groups) in zip(axes, panels.items()):
+        _band_panel(ax, groups, metric)
+        ax.set_title(metric, fontsize=10)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+def _band_panel(ax: object, groups: Mapping[str, Runs], metric: str) -> None:
+    for i, (label, runs) in enumerate(groups.items()):
+        color = COLORS[i % len(COLORS)]
+        by_step: dict[float, list[float]] = {}
+        for steps, values in runs:
+            for s, v in zip(steps, values):
+                if v is not None and math.isfinite(float(v)):
+                    by_step.setdefault(float(s), []).append(float(v))
+        xs = sorted(by_step)
+        means = [sum(by_step[x]) / len(by_step[x]) for x in xs]
+        n = len(runs)
+        ax.plot(xs, means, color=color, lw=1.6, label=f"{label} (mean of {n} seeds)" if n > 1 else label)  # type: ignore[attr-defined]
+        if n > 1:
+            sds = [_sd(by_step[x]) for x in xs]
+            ax.fill_between(xs, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],  # type: ignore[attr-defined]
+                            color=color, alpha=0.18, lw=0)
+    _integer_x(ax)
+    ax.set_xlabel("step")  # type: ignore[attr-defined]
+    ax.set_ylabel(metric)  # type: ignore[attr-defined]
+    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
+    if groups:
+        ax.legend(fontsize=8)  # type: ignore[attr-defined]
+
+
+def _sd(xs: Sequence[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def wins_losses(pairs: Mapping[str, tuple[int, int, int]], title: str = "Per-prompt wins / ties / losses") -> object:
+    """Stacked horizontal bars per compared pair: prompts where B beat A, tied, lost (per-prompt
+    correctness averaged over repeats)."""
+    height = 1.2 + 0.5 * max(1, len(pairs))
+    fig, (ax,) = _figure(height=height)
+    fig.subplots_adjust(left=2.4 / 7.0, bottom=0.5 / height)  # room for "egpo vs grpo" labels
+    labels = list(pairs)
+    parts = (("wins", 0, "#2ca02c"), ("ties", 1, "#bbbbbb"), ("losses", 2, "#d62728"))
+    left = [0.0] * len(labels)
+    for name, k, color in parts:
+        vals = [float(pairs[lbl][k]) for lbl in labels]
+        bars = ax.barh(labels, vals, left=left, color=color, label=name)
+        ax.bar_label(bars, labels=[str(int(v)) if v else "" for v in vals], label_type="center", fontsize=8)
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_xlabel("prompts")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    return fig

@@ -1,16 +1,16 @@
-"""A report comparing runs: title, what differs in the specs (key-aware, changed keys only), the
-metric comparison with Welch intervals, and figures overlaid run against run.
+"""A report over N runs or a study's arms: the verdict first (what the interval covers, the power),
+what differs in the specs between arms (overrides included), the metric table, per-step curves as
+mean ± band across seeds, per-prompt wins/losses, the entropy-after-tool-call overlay.
 
-Output: Markdown (figures as PNG files beside it, in ``<stem>_files/``) or self-contained HTML
-(figures embedded as base64 PNGs). ``log_report`` records it in MLflow as its own run tagged
-``rlreg.role=report`` in the first run's experiment, never on the parents: a parent is the record
-of one execution, and reports are made again and again (other pairs, newer code).
+Output from jinja2 templates (``analysis/templates``): Markdown (figures as PNG files beside it,
+in ``<stem>_files/``) or self-contained HTML (figures embedded as base64 PNGs). ``log_report``
+records it in MLflow as its own run tagged ``rlreg.role=report`` in the first arm's experiment,
+never on the parents: a parent is the record of one execution, reports are made again and again.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,12 +21,18 @@ from typing import Any
 from analysis import plots, render
 from analysis import runs as R
 from analysis.compare import Comparison, base_key, build
-from registry.diff import Change, diff_specs
-from registry.diff import fmt as fmt_spec_value
+from analysis.report_specs import SpecRow, spec_changes, spec_table
+from registry.diff import Change
 from registry.errors import UsageError
 
 REWARD_KEYS = ("train/reward_mean", "critic/score/mean")
 ENTROPY_KEY = "actor/entropy"
+LENGTH_KEY = "response_length/mean"
+CURVE_PAGE_KEYS = ("actor/entropy", "critic/score/mean")
+TEMPLATES = Path(__file__).parent / "templates"
+
+__all__ = ["Report", "UsageError", "build_report", "log_report", "spec_changes", "to_html", "to_markdown",
+           "write_report"]
 
 
 @dataclass
@@ -40,79 +46,109 @@ class FigureEntry:
 class Report:
     title: str
     comparison: Comparison
-    spec_changes: list[Change]
+    spec_changes: list[Change]  # baseline arm → last arm (key-aware)
     spec_source: str  # "spec.yaml" or "params"
+    spec_rows: list[SpecRow] = field(default_factory=list)  # every key that differs between any arms
     figures: list[FigureEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    wins: list[dict[str, Any]] = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
 
 
-def _spec_of(client: Any, record: R.RunRecord) -> tuple[dict, str]:
-    try:
-        return R.spec_from_run(record.run_id, client), "spec.yaml"
-    except UsageError:
-        return dict(record.params), "params"  # flattened already; diff_specs keys them the same way
-
-
-def spec_changes(client: Any, a: R.RunRecord, b: R.RunRecord) -> tuple[list[Change], str]:
-    (left, src_a), (right, src_b) = _spec_of(client, a), _spec_of(client, b)
-    if src_a != src_b:  # compare like with like: both as logged params (strings)
-        left, right, src_a = dict(a.params), dict(b.params), "params"
-    return diff_specs(left, right), src_a
-
-
 def build_report(client: Any, refs: Sequence[str], metrics: Sequence[str] | None = None,
-                 pinned: dict[str, str] | None = None) -> Report:
-    if len(refs) != 2:
-        raise UsageError(f"a report compares exactly two runs, got {len(refs)} (use `rlreg compare` for more)")
-    comp = build(client, refs, metrics, pinned)
+                 pinned: dict[str, str] | None = None, *, study: str | None = None, where: str | None = None,
+                 primary: str | None = None) -> Report:
+    comp = build(client, refs, metrics, pinned, study=study, where=where, primary=primary)
     changes, source = spec_changes(client, comp.runs[0], comp.runs[-1])
-    title = " vs ".join(comp.labels)
-    report = Report(title, comp, changes, source)
+    rows, _ = spec_table(client, comp.arms)
+    title = (f"study {study}: " if study else "") + " vs ".join(comp.labels)
+    report = Report(title, comp, changes, source, rows, notes=list(comp.notes))
     _add_figures(client, report)
     return report
 
 
+def _histories(client: Any, comp: Comparison, keys: Sequence[str]) -> Any:
+    trains = [R.data_run_id(k["train"]) for a in comp.arms for k in a.children if "train" in k]
+    return R.metric_histories(client, trains, keys), trains
+
+
+def _groups(comp: Comparison, hist: Any, key: str) -> dict[str, list[tuple[list, list]]]:
+    out: dict[str, list[tuple[list, list]]] = {}
+    for arm in comp.arms:
+        for kids in arm.children:
+            if "train" not in kids:
+                continue
+            rid = R.data_run_id(kids["train"])
+            h = hist[(hist.run_id == rid) & (hist.key == key)].drop_duplicates("step", keep="last")
+            if len(h):
+                out.setdefault(arm.label, []).append((h["step"].tolist(), h["value"].tolist()))
+    return out
+
+
 def _add_figures(client: Any, report: Report) -> None:
     comp = report.comparison
-    trains = {label: kids["train"] for label, kids in zip(comp.labels, comp.children) if "train" in kids}
-    hist = R.metric_histories(client, [R.data_run_id(t) for t in trains.values()], [*REWARD_KEYS, ENTROPY_KEY])
+    hist, _ = _histories(client, comp, [*REWARD_KEYS, ENTROPY_KEY, LENGTH_KEY])
+    replicated = any(a.replicated for a in comp.arms)
 
-    def series(key: str) -> dict[str, tuple[list[float], list[float]]]:
-        out = {}
-        for label, child in trains.items():
-            h = hist[(hist.run_id == R.data_run_id(child)) & (hist.key == key)].drop_duplicates("step", keep="last")
-            if len(h):
-                out[label] = (h["step"].tolist(), h["value"].tolist())
-        return out
-
-    reward_key = next((k for k in REWARD_KEYS if series(k)), None)
+    reward_key = next((k for k in REWARD_KEYS if _groups(comp, hist, k)), None)
     if reward_key:
         report.figures.append(FigureEntry("reward.png", f"Reward ({reward_key}) over steps",
-                                          plots.to_png(plots.overlay_steps(series(reward_key), reward_key))))
+                                          plots.to_png(plots.band_steps(_groups(comp, hist, reward_key), reward_key))))
     else:
         report.notes.append(f"no train reward history ({' / '.join(REWARD_KEYS)}) on the compared runs")
-    entropy = series(ENTROPY_KEY)
-    if entropy:
+    entropy = _groups(comp, hist, ENTROPY_KEY)
+    if entropy and replicated:
+        report.figures.append(FigureEntry("entropy.png", f"Policy entropy ({ENTROPY_KEY}): mean ± 1 sd across seeds",
+                                          plots.to_png(plots.band_steps(entropy, ENTROPY_KEY))))
+    elif entropy:
+        single = {label: runs[0] for label, runs in entropy.items()}
         report.figures.append(FigureEntry("entropy.png", f"Policy entropy ({ENTROPY_KEY}) over steps, with mean/max/min per run",
-                                          plots.to_png(plots.with_stats(entropy, ENTROPY_KEY))))
+                                          plots.to_png(plots.with_stats(single, ENTROPY_KEY))))
     else:
         report.notes.append(f"no {ENTROPY_KEY} history on the compared runs")
-    panels = {}
-    for row in comp.rows:
-        repeats = {label: c.repeats for label, c in zip(comp.labels, row.cells) if len(c.repeats) >= 2}
-        if repeats:
-            panels[base_key(row.metric)] = (repeats, row.percent)
-    if len(panels) == 1:
-        (key, (repeats, percent)), = panels.items()
-        report.figures.append(FigureEntry(key.replace("/", "_") + "_repeats.png", f"{key}: every eval repeat",
-                                          plots.to_png(plots.eval_repeats(repeats, key, percent))))
-    elif panels:
-        report.figures.append(FigureEntry("eval_repeats.png", "Every eval repeat: each run's mean and 95% band",
-                                          plots.to_png(plots.eval_repeats_panels(panels))))
+    length = _groups(comp, hist, LENGTH_KEY)
+    if length:
+        report.figures.append(FigureEntry("response_length.png", f"Response length ({LENGTH_KEY}) over steps",
+                                          plots.to_png(plots.band_steps(length, LENGTH_KEY))))
+    _add_repeats(report)
+    _add_wins(report)
     tool_fig = _tool_entropy_figure(client, comp)
     if tool_fig is not None:
         report.figures.append(FigureEntry("entropy_after_tool_call.png", "Entropy after tool calls", tool_fig))
+
+
+def _add_repeats(report: Report) -> None:
+    comp = report.comparison
+    panels = {}
+    for row in comp.rows:
+        values = {label: c.repeats for label, c in zip(comp.labels, row.cells) if len(c.repeats) >= 2}
+        if values:
+            panels[base_key(row.metric)] = (values, row.percent)
+    unit = "training seed" if any(a.replicated for a in comp.arms) else "eval repeat"
+    if len(panels) == 1:
+        (key, (values, percent)), = panels.items()
+        report.figures.append(FigureEntry(key.replace("/", "_") + "_repeats.png", f"{key}: every {unit}",
+                                          plots.to_png(plots.eval_repeats(values, key, percent))))
+    elif panels:
+        report.figures.append(FigureEntry("eval_repeats.png", f"Every {unit}: each arm's mean and 95% band",
+                                          plots.to_png(plots.eval_repeats_panels(panels))))
+
+
+def _add_wins(report: Report) -> None:
+    """Per-prompt wins/losses of the primary metric's paired comparisons."""
+    comp = report.comparison
+    pairs = {}
+    for row in comp.rows:
+        if not row.primary:
+            continue
+        for d in row.diffs:
+            if d is not None and d.paired is not None:
+                pairs[f"{d.b} vs {d.a}"] = (d.paired.wins, d.paired.ties, d.paired.losses)
+                report.wins.append({"a": d.a, "b": d.b, "wins": d.paired.wins, "ties": d.paired.ties,
+                                    "losses": d.paired.losses, "n": d.paired.n, "metric": row.metric})
+    if pairs:
+        report.figures.append(FigureEntry("wins_losses.png", "Per-prompt wins / ties / losses (primary metric)",
+                                          plots.to_png(plots.wins_losses(pairs))))
 
 
 def _tool_entropy_figure(client: Any, comp: Comparison) -> bytes | None:
@@ -122,127 +158,74 @@ def _tool_entropy_figure(client: Any, comp: Comparison) -> bytes | None:
     except ImportError:
         return None
     records: list[dict] = []
-    for label, kids in zip(comp.labels, comp.children):
-        child = kids.get("entropy")
-        if child is None:
-            continue
-        rid = R.data_run_id(child)
-        if tool_entropy.ENTROPY_ARTIFACT not in {a.path for a in client.list_artifacts(rid)}:
-            continue
-        with tempfile.TemporaryDirectory(prefix="rlreg-report-") as tmp:
-            local = R.download_artifact(client, rid, tool_entropy.ENTROPY_ARTIFACT, tmp)
-            recs = tool_entropy.load_entropy_file(local)
-        records += [{**r, "model": f"{label}: {r['model']}" if r.get("model") else label} for r in recs]
+    for arm in comp.arms:
+        for i, kids in enumerate(arm.children):
+            child = kids.get("entropy")
+            if child is None:
+                continue
+            rid = R.data_run_id(child)
+            if tool_entropy.ENTROPY_ARTIFACT not in {a.path for a in client.list_artifacts(rid)}:
+                continue
+            with tempfile.TemporaryDirectory(prefix="rlreg-report-") as tmp:
+                local = R.download_artifact(client, rid, tool_entropy.ENTROPY_ARTIFACT, tmp)
+                recs = tool_entropy.load_entropy_file(local)
+            label = arm.label if len(arm.runs) == 1 else f"{arm.label} seed {arm.seeds[i]}"
+            records += [{**r, "model": f"{label}: {r['model']}" if r.get("model") else label} for r in recs]
     return plots.to_png(tool_entropy.entropy_figure(records)) if records else None
 
 
 # -- rendering ------------------------------------------------------------------------------------
-def _run_lines(report: Report) -> list[tuple[str, str]]:
-    return [(label, f"run `{r.run_id}` (experiment {r.experiment_id}, {r.status})")
-            for label, r in zip(report.comparison.labels, report.comparison.runs)]
+def _env(html: bool) -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=html,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                              undefined=jinja2.StrictUndefined)
 
 
-def _diff_rows(report: Report) -> list[tuple[str, str, str]]:
-    return [(c.key, fmt_spec_value(c.left), fmt_spec_value(c.right)) for c in report.spec_changes]
+def _context(report: Report) -> dict[str, Any]:
+    comp = report.comparison
+    diffs = []
+    for row, d in render._diff_lines(comp):
+        value, interval = render.diff_parts(d, row.percent)
+        diffs.append({"metric": row.metric, "role": "primary" if row.primary else "secondary",
+                      "pair": f"{d.b} {render.MINUS} {d.a}", "value": value, "interval": interval or "—",
+                      "unit": d.unit or "—", "verdict": d.verdict, "covers": d.covers,
+                      "beyond": d.verdict.startswith(("higher", "lower"))})
+    return {
+        "r": report, "comp": comp, "arms": render.arm_lines(comp),
+        "verdict": render.verdict_lines(comp),
+        "compare_url": R.compare_page(comp.all_runs),
+        "metric_rows": [(row.metric, row.primary, [render.fmt_cell(c, row.percent) for c in row.cells])
+                        for row in comp.rows],
+        "curves_url": R.metric_page(comp.all_runs, CURVE_PAGE_KEYS),
+        "diffs": diffs, "spec_rows": report.spec_rows,
+    }
 
 
 def to_markdown(report: Report, figure_dir: str = "") -> str:
-    labels = report.comparison.labels
-    a, b = labels[0], labels[-1]
-    out = [f"# {report.title}", "", f"_Generated {report.created} by `rlreg report`._", ""]
-    out += [f"- **{label}**: {text}" for label, text in _run_lines(report)]
-    out += [f"- MLflow UI: `{R.compare_page(report.comparison.runs)}` (after your `mlflow ui` address)"]
-    out += ["", f"## What differs in the specs ({a} → {b})", ""]
-    if report.spec_changes:
-        out += [f"| key | {a} | {b} |", "|---|---|---|"]
-        out += [f"| `{k}` | {render._md_escape(l)} | {render._md_escape(r)} |" for k, l, r in _diff_rows(report)]
-        if report.spec_source == "params":
-            out += ["", "_From the runs' logged params (no `spec.yaml` artifact on one of them)._"]
-    else:
-        out.append("The specs are identical.")
-    out += ["", "## Metrics", "", render.to_markdown(report.comparison).rstrip(), "",
-            ("Cells: mean ± half-width of the 95% Student-t interval over eval repeats (n), or the logged value. "
-             "Differences: Welch's 95% interval; _within noise_ means it contains 0.")]
-    if report.figures:
-        out += ["", "## Figures"]
-        for f in report.figures:
-            out += ["", f"### {f.title}", "", f"![{f.title}]({figure_dir + '/' if figure_dir else ''}{f.name})"]
-    if report.notes:
-        out += ["", "## Notes", "", *[f"- {n}" for n in report.notes]]
-    return "\n".join(out) + "\n"
-
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
-th{background:#f3f3f3}code{background:#f5f5f5;padding:0 .2em}img{max-width:100%;border:1px solid #eee}
-.within{color:#555}.beyond{color:#b00;font-weight:bold}.muted{color:#777;font-size:.9em}"""
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], code_first: bool = True) -> str:
-    e = html.escape
-    th = "".join(f"<th>{e(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(
-            f"<td><code>{e(c)}</code></td>" if (i == 0 and code_first) else f"<td>{e(c)}</td>" for i, c in enumerate(row)
-        ) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    ctx = _context(report)
+    ctx["figure_dir"] = figure_dir + "/" if figure_dir else ""
+    ctx["esc"] = render._md_escape
+    return _env(False).get_template("report.md.jinja").render(**ctx)
 
 
 def to_html(report: Report) -> str:
     """One file: tables and base64-embedded PNG figures, no external resources."""
-    e = html.escape
-    comp = report.comparison
-    a, b = comp.labels[0], comp.labels[-1]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report.title)}</title>",
-             f"<style>{CSS}</style></head><body>", f"<h1>{e(report.title)}</h1>",
-             f"<p class='muted'>Generated {e(report.created)} by <code>rlreg report</code>.</p><ul>"]
-    parts += [f"<li><b>{e(label)}</b>: {e(text).replace('`', '')}</li>" for label, text in _run_lines(report)]
-    parts.append(f"<li>MLflow UI: <code>{e(R.compare_page(comp.runs))}</code> (after your <code>mlflow ui</code> "
-                 "address)</li>")
-    parts.append(f"</ul><h2>What differs in the specs ({e(a)} → {e(b)})</h2>")
-    if report.spec_changes:
-        parts.append(_table(["key", a, b], _diff_rows(report)))
-        if report.spec_source == "params":
-            parts.append("<p class='muted'>From the runs' logged params (no spec.yaml artifact on one of them).</p>")
-    else:
-        parts.append("<p>The specs are identical.</p>")
-    parts.append("<h2>Metrics</h2>")
-    parts.append(_table(["metric", *comp.labels],
-                        [[row.metric, *(render.fmt_cell(c, row.percent) for c in row.cells)] for row in comp.rows]))
-    diffs = [(row, d) for row in comp.rows for d in row.diffs if d is not None]
-    if diffs:
-        body = []
-        for row, d in diffs:
-            value, interval = render.diff_parts(d, row.percent)
-            cls = "beyond" if "beyond" in d.verdict else "within"
-            body.append(f"<tr><td><code>{e(row.metric)}</code></td><td>{e(d.b)} {render.MINUS} {e(d.a)} = {e(value)}</td>"
-                        f"<td>{e(interval or '—')}</td><td class='{cls}'>{e(d.verdict)}</td></tr>")
-        parts.append("<table><thead><tr><th>metric</th><th>difference</th><th>95% CI (Welch)</th><th>verdict</th>"
-                     f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
-    parts.append("<p class='muted'>Cells: mean ± half-width of the 95% Student-t interval over eval repeats (n), "
-                 "or the logged value. Differences: Welch's 95% interval; <i>within noise</i> means it contains 0.</p>")
-    if report.figures:
-        parts.append("<h2>Figures</h2>")
-    for f in report.figures:
-        data = base64.b64encode(f.png).decode("ascii")
-        parts.append(f"<h3>{e(f.title)}</h3><img alt='{e(f.title)}' src='data:image/png;base64,{data}'>")
-    if report.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes) + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    ctx = _context(report)
+    ctx["images"] = [(f, base64.b64encode(f.png).decode("ascii")) for f in report.figures]
+    return _env(True).get_template("report.html.jinja").render(**ctx)
 
 
 def write_report(report: Report, output: str | Path) -> list[Path]:
     """``.html`` → one self-contained file; ``.md`` → the file plus ``<stem>_files/*.png``."""
     output = Path(output)
+    if output.suffix.lower() not in (".html", ".htm", ".md"):
+        raise UsageError(f"-o {output}: unknown report format (end the name in .md or .html)")
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix.lower() in (".html", ".htm"):
         output.write_text(to_html(report), encoding="utf-8")
         return [output]
-    if output.suffix.lower() != ".md":
-        raise UsageError(f"-o {output}: unknown report format (end the name in .md or .html)")
     fig_dir = output.parent / f"{output.stem}_files"
     written = [output]
     if report.figures:
@@ -255,16 +238,18 @@ def write_report(report: Report, output: str | Path) -> list[Path]:
 
 
 def log_report(client: Any, report: Report) -> str:
-    """A new run tagged ``rlreg.role=report`` in the first run's experiment, holding report.html,
+    """A new run tagged ``rlreg.role=report`` in the first arm's experiment, holding report.html,
     report.md + report_files/, and comparison.json; returns its run id."""
     comp = report.comparison
     tags = {
         "mlflow.runName": f"report: {report.title}"[:250],
         R.TAG_ROLE: "report",
-        "rlreg.report.runs": ",".join(r.run_id for r in comp.runs),
+        "rlreg.report.runs": ",".join(r.run_id for r in comp.all_runs)[:8000],
         "rlreg.report.specs": ",".join(comp.labels)[:8000],
-        "mlflow.note.content": render.to_markdown(comp)[:8000],
+        "mlflow.note.content": ("\n".join(render.verdict_lines(comp)) + "\n\n" + render.to_markdown(comp))[:8000],
     }
+    if comp.study:
+        tags["rlreg.report.study"] = comp.study  # not rlreg.study: a report is no cell of the study
     run_id = client.create_run(comp.runs[0].experiment_id, tags=tags).info.run_id
     try:
         with tempfile.TemporaryDirectory(prefix="rlreg-report-") as tmp:

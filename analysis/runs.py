@@ -28,6 +28,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_CACHE_HIT = "rlreg.cache_hit"
 SPEC_ARTIFACT = "spec.yaml"
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+RUN_PREFIX_RE = re.compile(r"^[0-9a-f]{6,31}$")
 
 
 @dataclass
@@ -136,19 +137,44 @@ def resolve(client: Any, ref: str, run_id: str | None = None) -> RunRecord:
     ``run_id`` pins the run for a spec name (checked to belong to that spec). A stage run's id
     resolves to its parent, where the headline metrics and the spec live.
     """
-    from registry.runref import resolve_run_id, run_ref  # ids or unique prefixes
+    from registry.runref import resolve_run_id  # a pinned --run SPEC=ID may be a prefix
 
     if run_id is not None:
         record = get_run(client, resolve_run_id(client, run_id))
         if record.spec and record.spec != ref:
             raise UsageError(f"run {run_id} belongs to spec '{record.spec}', not '{ref}' (fix the --run pairing)")
-    elif (full := run_ref(client, ref, lambda name: bool(_search(client, f"tags.`{TAG_SPEC}` = {_quote(name)}", 1)))):
-        record = get_run(client, full)
+    elif RUN_ID_RE.match(ref):
+        record = get_run(client, ref)
+    elif RUN_PREFIX_RE.match(ref) and ref not in known_specs(client, limit=10_000):
+        record = get_run(client, resolve_prefix(client, ref))
     else:
         return latest_parent(client, ref)
     if record.role == "stage" and record.tags.get(TAG_PARENT):
         record = get_run(client, record.tags[TAG_PARENT])
     return record
+
+
+def resolve_prefix(client: Any, prefix: str) -> str:
+    """A unique run id prefix (≥ 6 hex digits) → the full run id.
+
+    TODO(runref): helper `studies` adds the shared resolver ``registry/runref.py``; once it is on
+    main, call it here. Until then: the rlreg runs of every experiment, matched client-side
+    (MLflow's filter language has no prefix match on run ids).
+    """
+    try:
+        from registry import runref  # type: ignore[attr-defined]
+    except ImportError:
+        runref = None
+    shared = getattr(runref, "resolve_run_id", None)
+    if shared is not None:
+        return str(shared(client, prefix))
+    runs = _search(client, f"tags.`{TAG_ROLE}` != ''", max_results=50000)
+    hits = sorted({r.info.run_id for r in runs if r.info.run_id.startswith(prefix)})
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise UsageError(f"no run id starts with '{prefix}' (give more digits or the full 32-hex id)")
+    raise UsageError(f"run id prefix '{prefix}' is ambiguous ({', '.join(h[:12] for h in hits[:5])}…); give more digits")
 
 
 def children(client: Any, parent: RunRecord | str) -> dict[str, RunRecord]:
@@ -185,6 +211,21 @@ def compare_page(records: Iterable[RunRecord], base: str = "") -> str:
     return f"{base.rstrip('/')}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps(exps))}"
 
 
+def metric_page(records: Iterable[RunRecord], keys: Iterable[str], base: str = "") -> str:
+    """MLflow UI's metric page: the per-step histories of ``keys`` for these runs, overlaid (the
+    page the compare page links each metric to). Same query as MLflow's ``getMetricPageRoute``."""
+    import json
+    from urllib.parse import quote
+
+    records, keys = list(records), list(keys)
+    ids = json.dumps([r.run_id for r in records])
+    exps = json.dumps(sorted({r.experiment_id for r in records}))
+    query = (f"runs={quote(ids)}&metric={quote(json.dumps(keys[0]))}&experiments={quote(exps)}"
+             f"&plot_metric_keys={quote(json.dumps(keys))}&plot_layout={quote('{}')}&x_axis=step&y_axis_scale=linear"
+             f"&line_smoothness=1&show_point=false&deselected_curves={quote('[]')}&last_linear_y_axis_range={quote('[]')}")
+    return f"{base.rstrip('/')}/#/metric?{query}"
+
+
 def runs_frame(filter_string: str = "", tracking_uri: str | None = None, max_results: int = 10000) -> Any:
     """Runs matching an MLflow filter (e.g. ``tags.`rlreg.spec` = 'demo-egpo'``) in every
     experiment, as the ``mlflow.search_runs`` DataFrame (columns ``params.*``, ``metrics.*``,
@@ -216,25 +257,30 @@ def metric_histories(client: Any, run_ids: Iterable[str], keys: Iterable[str]) -
     """Every logged value of ``keys`` for ``run_ids`` as a DataFrame
     ``[run_id, key, step, value, timestamp]`` sorted by run, key, step.
 
-    On a SQL store this is one query per key for all runs (the store's ``get_metric_history_bulk``);
-    other stores (REST) fall back to one ``get_metric_history`` call per run and key.
+    Through MLflow's public client API only (``MlflowClient.get_metric_history``, one call per run
+    and key that the run logged): the same code on sqlite, PostgreSQL and a REST server. A run's
+    logged keys come from ``get_run`` so keys it never logged cost no call.
     """
     import pandas as pd
 
     run_ids, keys = list(dict.fromkeys(run_ids)), list(dict.fromkeys(keys))
     rows: list[tuple[str, str, int, float, int]] = []
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    bulk = getattr(store, "get_metric_history_bulk", None)
-    for key in keys:
-        if bulk is not None and run_ids:
-            for m in bulk(run_ids, key, max_results=10_000_000):
-                rows.append((m.run_id, key, m.step, m.value, m.timestamp))
-        else:
-            for rid in run_ids:
-                for m in client.get_metric_history(rid, key):
-                    rows.append((rid, key, m.step, m.value, m.timestamp))
+    for rid in run_ids:
+        logged = _logged_keys(client, rid)
+        for key in keys:
+            if logged is not None and key not in logged:
+                continue
+            for m in client.get_metric_history(rid, key):
+                rows.append((rid, key, m.step, m.value, m.timestamp))
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
     return frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _logged_keys(client: Any, run_id: str) -> set[str] | None:
+    get_run = getattr(client, "get_run", None)
+    if get_run is None:
+        return None
+    return set(get_run(run_id).data.metrics)
 
 
 @contextmanager

@@ -98,15 +98,58 @@ def welch_diff(a_values: Iterable[float], b_values: Iterable[float], confidence:
     return welch_from_summary(mean_ci(a_values, confidence), mean_ci(b_values, confidence), confidence)
 
 
-def verdict(d: DiffCI) -> str:
-    """A plain reading of the interval: 'within noise' when it contains 0."""
+def verdict(d: DiffCI, metric: str = "", p_label: str = "p", by_p: bool = False) -> str:
+    """A plain reading of the interval. Containing 0 is "no difference detected at this sample
+    size (±half-width)": absence of evidence, never "no effect" (``docs/statistics.md``).
+    ``by_p``: decide by ``d.p < 1 − confidence`` instead (a multiplicity-adjusted p, whose
+    decision the unadjusted interval cannot make)."""
+    from analysis.metrics import scale
+
     if not math.isfinite(d.diff):
         return "not comparable (missing on one side)"
     if not d.has_ci:
         return "equal (single values)" if d.diff == 0 else "single values: noise unknown"
     if d.low == d.high:  # both sides constant
         return "identical" if d.diff == 0 else "differs (no spread in either run)"
-    p = f"p = {d.p:.2g}"
-    if d.low <= 0.0 <= d.high:
-        return f"within noise ({p})"
-    return f"{'higher' if d.diff > 0 else 'lower'}, beyond noise ({p})"
+    p = f"{p_label} = {d.p:.2g}" if math.isfinite(d.p) else ""
+    undetected = (d.p >= 1.0 - d.confidence) if (by_p and math.isfinite(d.p)) else (d.low <= 0.0 <= d.high)
+    if undetected:
+        factor, _, unit, digits = scale(metric)
+        half = (d.high - d.low) / 2.0 * factor
+        return f"no difference detected at this sample size (±{format(half, digits)}{unit}{', ' + p if p else ''})"
+    return f"{'higher' if d.diff > 0 else 'lower'}{' (' + p + ')' if p else ''}"
+
+
+def clip_proportion(ci: MeanCI) -> MeanCI:
+    """A t-interval of a proportion intersected with [0, 1]. The true value lies in [0, 1], so the
+    intersection covers it whenever the interval did: coverage is kept, nothing is invented."""
+    if not ci.has_ci:
+        return ci
+    return MeanCI(ci.mean, ci.std, max(0.0, ci.low), min(1.0, ci.high), ci.n)
+
+
+def wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (scipy's ``binomtest(...).proportion_ci``); always in
+    [0, 1], sensible at 0 and 1. ``successes`` may be fractional (a mean over repeats × n): it is
+    rounded to the nearest count."""
+    from scipy import stats
+
+    if n <= 0:
+        return (NAN, NAN)
+    k = int(round(min(max(successes, 0.0), float(n))))
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def holm(pvalues: Iterable[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1), in input order; NaN
+    stays NaN and does not count as a test. scipy has only BH (``false_discovery_control``)."""
+    ps = list(pvalues)
+    idx = sorted((i for i, p in enumerate(ps) if math.isfinite(p)), key=lambda i: ps[i])
+    m = len(idx)
+    out = [NAN] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out

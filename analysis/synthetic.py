@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry import parent_view
 from registry.flatten import flatten, param_items
 from registry.stats import mean_ci
 
@@ -88,20 +89,28 @@ def write_spec_run(
     start_time: int | None = None,
     with_entropy_stage: bool = False,
     with_artifacts: bool = True,
+    tags: dict[str, str] | None = None,
+    entries: list[dict[str, Any]] | None = None,
 ) -> FakeRun:
-    """One spec execution: parent + convert/train/eval children (+ entropy), as the registry logs."""
+    """One spec execution: parent + convert/train/eval children (+ entropy), as the registry logs.
+    ``tags`` go on the parent (e.g. study cell tags); ``entries`` becomes the eval child's
+    ``eval/entries.json`` table and then sets the per-repeat accuracy (its mean per repeat)."""
     import yaml
 
     name, exp_name = spec["name"], spec.get("experiment", "rl-registry")
     exp = client.get_experiment_by_name(exp_name)
     exp_id = exp.experiment_id if exp else client.create_experiment(exp_name)
+    parent_view.mark_classic_ml(client, exp_id)
     accuracy, reward, entropy = curves(seed, steps, repeats, acc_level)
+    if entries:
+        accuracy = [round(sum(e["correct"] for e in entries if e["repeat"] == r)
+                          / max(1, sum(1 for e in entries if e["repeat"] == r)), 6) for r in range(repeats)]
     run = FakeRun(copy.deepcopy(spec), accuracy, reward, entropy)
     start = start_time if start_time is not None else int(time.time() * 1000)
     common = {"rlreg.spec": name, "rlreg.spec_hash": f"{seed:064x}"}
 
-    parent = client.create_run(exp_id, start_time=start, run_name=name, tags={
-        **common, "rlreg.role": "parent", "rlreg.git_commit": "0" * 40, "rlreg.git_dirty": "false"})
+    parent = client.create_run(exp_id, start_time=start, run_name=(tags or {}).get("rlreg.cell") or name, tags={
+        **common, "rlreg.role": "parent", "rlreg.git_commit": "0" * 40, "rlreg.git_dirty": "false", **(tags or {})})
     run.parent_id = pid = parent.info.run_id
     acc = mean_ci(accuracy)
     headline = {
@@ -109,7 +118,12 @@ def write_spec_run(
         "eval/accuracy_ci95_high": acc["ci_high"], "eval/repeats": float(repeats),
         "train/reward_mean_last": reward[-1], "actor/entropy_last": entropy[-1],
     }
-    _batch(client, pid, {k: [(0, v)] for k, v in headline.items()}, params=dict(param_items(flatten(spec))))
+    # as registry.parent_view: the parent has means (bounds stay on the eval child), the train
+    # curves, and only the params the run used
+    curves_on_parent = {"actor/entropy": list(enumerate(entropy)), "critic/score/mean": list(enumerate(reward))}
+    _batch(client, pid, {**{k: [(0, v)] for k, v in parent_view.headline(headline).items()}, **curves_on_parent},
+           params=dict(param_items(flatten(parent_view.parent_params(spec)))),
+           tags=parent_view.identity_tags(spec))
     if with_artifacts:
         client.log_text(pid, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
 
@@ -125,11 +139,15 @@ def write_spec_run(
     if with_entropy_stage:
         stage_metrics["entropy"] = {"entropy/after_tool_mean": [(0, 0.61)], "entropy/before_tool_mean": [(0, 0.42)]}
     for i, (stage, metrics) in enumerate(stage_metrics.items()):
-        child = client.create_run(exp_id, start_time=start + 1 + i, run_name=f"{name}/{stage}", tags={
+        child = client.create_run(exp_id, start_time=start + 1 + i, run_name=stage, tags={
             **common, "mlflow.parentRunId": pid, "rlreg.role": "stage", "rlreg.stage": stage,
             "rlreg.cache_key": f"{stage}-{seed}"})
         cid = run.child_ids[stage] = child.info.run_id
         _batch(client, cid, metrics)
+        if stage == "eval" and entries:
+            import pandas as pd
+
+            client.log_table(cid, data=pd.DataFrame(entries), artifact_file="eval/entries.json")
         if stage == "entropy" and with_artifacts:
             client.log_text(cid, json.dumps(entropy_records(seed)), "entropy_data.json")
         client.set_terminated(cid, "FINISHED", end_time=start + 100 + i)
@@ -151,10 +169,52 @@ def entropy_records(seed: int, samples: int = 6, rounds: int = 3) -> list[dict[s
 
 
 def demo_pair(client: Any, with_entropy_stage: bool = True) -> tuple[FakeRun, FakeRun]:
-    """demo-grpo and demo-egpo, finished, the EGPO one newer, accuracies within noise."""
+    """demo-grpo and demo-egpo, finished, the EGPO one newer, accuracies not told apart by their repeats."""
     now = int(time.time() * 1000)
     grpo = write_spec_run(client, demo_spec("demo-grpo", False), seed=1, acc_level=0.60, start_time=now - 10_000,
                           with_entropy_stage=with_entropy_stage)
     egpo = write_spec_run(client, demo_spec("demo-egpo", True), seed=2, acc_level=0.61, start_time=now - 5_000,
                           with_entropy_stage=with_entropy_stage)
     return grpo, egpo
+
+
+def entries(seed: int, prompts: int = 20, repeats: int = 3, skill: float = 0.6,
+            hard: list[float] | None = None) -> list[dict[str, Any]]:
+    """``eval/entries.json`` rows (entry × repeat) like the builtin eval writes: a prompt's chance of
+    being answered is ``skill`` shifted by its difficulty (``hard``, shared across models, so paired
+    comparisons have something to pair)."""
+    import hashlib
+
+    rng = random.Random(seed)
+    hard = hard if hard is not None else [random.Random(p).uniform(-0.35, 0.35) for p in range(prompts)]
+    rows = []
+    for p in range(prompts):
+        prompt = f"prompt {p}: call the tool"
+        chance = min(1.0, max(0.0, skill - hard[p]))
+        for r in range(repeats):
+            ok = float(rng.random() < chance)
+            rows.append({"entry_id": f"p{p:03d}", "repeat": r, "seed": 1000 + r, "correct": ok, "reward": ok,
+                         "format_valid": 1.0, "tool_name_correct": ok, "args_correct": ok,
+                         "response": "<tool_call>{}</tool_call>", "parsed_calls": "[]", "prompt": prompt,
+                         "prompt_sha": hashlib.sha256(prompt.encode()).hexdigest()[:16]})
+    return rows
+
+
+def study(client: Any, name: str = "demo-study", arms: dict[str, float] | None = None,
+          seeds: tuple[int, ...] = (1, 2, 3), prompts: int = 20, repeats: int = 3,
+          steps: int = 12) -> dict[str, list[FakeRun]]:
+    """A study's cell parents (tags rlreg.study/arm/seed/cell/grid) with per-entry eval tables:
+    ``arms`` maps arm name → skill level. Returns ``{arm: [run per seed]}``."""
+    arms = arms or {"grpo": 0.55, "egpo": 0.65}
+    now = int(time.time() * 1000)
+    out: dict[str, list[FakeRun]] = {}
+    for i, (arm, skill) in enumerate(arms.items()):
+        for j, seed in enumerate(seeds):
+            spec = demo_spec(f"demo-{arm}", arm != "grpo") | {"seed": seed}
+            tags = {"rlreg.study": name, "rlreg.arm": arm, "rlreg.seed": str(seed),
+                    "rlreg.cell": f"{arm}/seed={seed}", "rlreg.grid": "{}"}
+            rows = entries(seed * 100 + i, prompts, repeats, skill + random.Random(seed * 7 + i).gauss(0, 0.02))
+            run = write_spec_run(client, spec, seed=seed * 10 + i, steps=steps, repeats=repeats,
+                                 start_time=now - 100_000 + (i * len(seeds) + j) * 1000, tags=tags, entries=rows)
+            out.setdefault(arm, []).append(run)
+    return out

@@ -1,7 +1,9 @@
 """The ``rlreg`` command line (also ``python -m registry``).
 
 Errors print ``Error: <file>: <dotted.path>: <what is wrong> (<the fix>)`` and exit 2 for spec/usage
-problems, 1 for a stage that failed; never a traceback (set RLREG_DEBUG=1 to see one).
+problems, 1 for a stage that failed; never a traceback. A bug ends in one ``Error: internal
+error: …`` line naming a log file with the traceback (``--debug`` or RLREG_DEBUG=1 prints it).
+Everything echoed passes registry/redact.py.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ from typing import Any
 
 import click
 
-from registry.errors import RlregError, SpecError, UsageError
+from registry.errors import RlregError, SpecError, Terminated, UsageError
+from registry.redact import redact_obj, redact_text
 from registry.selection import FORCE_ALL, check_force, is_stage_list, parse_force, reused_stages
 
 # Commands implemented outside registry/, imported only when used (keeps `rlreg --help` fast).
 LAZY_COMMANDS = {
     "compare": ("analysis.cli:compare", "Compare metrics of runs, with confidence intervals and a verdict."),
-    "report": ("analysis.cli:report", "Write a Markdown/HTML report comparing two runs."),
+    "report": ("analysis.cli:report", "Write a Markdown/HTML report over runs or a study's arms."),
+    "plot": ("analysis.cli:plot", "Plot per-step curves of runs or a study's arms (mean ± band across seeds)."),
     "plot-entropy": ("analysis.entropy_cli:plot_entropy",
                      "Plot entropy per tool round or policy entropy over steps (files, logs, rollout dumps, runs)."),
     "analyze-diagnostics": ("analysis.qstar_diagnostics:analyze_diagnostics",
                             "Compare q* α methods from generate diagnostics (files or runs)."),
     "import": ("registry.importer.cli:import_cmd", "Write a spec from a hardtry-style experiment directory."),
     "verify": ("registry.verify:verify", "Re-hash cached stage outputs; mark runs whose outputs changed."),
+    "promote": ("registry.promote:promote", "Point a registry alias (champion) at the model version of a run."),
     "study": ("registry.study.cli:study", "Run a study (arms × grid × seeds) and show its cells."),
     "runs": ("registry.runlist:runs", "List runs (spec, study/arm/seed, status, duration, metrics)."),
 }
@@ -60,30 +65,29 @@ class RlregGroup(click.Group):
         except RlregError as exc:
             lines = exc.problems if isinstance(exc, SpecError) else [exc.message]
             for line in lines:
-                click.echo(f"Error: {line}", err=True)
+                click.echo(f"Error: {redact_text(line)}", err=True)
             ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
             click.echo("Error: interrupted (SIGINT); runs in progress were marked KILLED", err=True)
             ctx.exit(130)
-        except BaseException as exc:
-            from registry.pipeline import Terminated
-
-            if not isinstance(exc, Terminated):
-                raise
+        except Terminated:
             click.echo("Error: terminated (SIGTERM); runs in progress were marked KILLED", err=True)
             ctx.exit(143)
-        except Exception as exc:  # last resort: a clear line, not a traceback
-            if os.environ.get("RLREG_DEBUG"):
+        except Exception as exc:  # last resort: a clear line and a log file, not a traceback
+            if ctx.params.get("debug") or os.environ.get("RLREG_DEBUG"):
                 raise
-            click.echo(f"Error: {type(exc).__name__}: {exc} (set RLREG_DEBUG=1 for the traceback)", err=True)
+            from registry.crashlog import internal_error_line, write_crash_log
+
+            click.echo(f"Error: {internal_error_line(exc, write_crash_log(exc))}", err=True)
             ctx.exit(1)
 
 
 @click.group(cls=RlregGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rl-registry", prog_name="rlreg")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error (same as RLREG_DEBUG=1).")
+def main(debug: bool) -> None:
     """rl-registry: declarative, MLflow-tracked experiment specs for LLM RL post-training.
 
     A spec is specs/<name>.yaml; `extends: <name>` inherits from another spec.
@@ -102,10 +106,10 @@ def list_cmd(as_json: bool) -> None:
         try:
             loaded = load_spec(path)
             rows.append({"name": loaded.name, "extends": loaded.spec.extends, "stages": loaded.spec.stages(),
-                         "description": loaded.spec.description, "valid": True})
-        except RlregError as exc:
+                         "description": redact_text(loaded.spec.description), "valid": True})
+        except Exception as exc:  # one broken file must not hide the others  # noqa: BLE001
             rows.append({"name": path.stem, "extends": None, "stages": [], "description": "",
-                         "valid": False, "error": str(exc).splitlines()[0]})
+                         "valid": False, "error": redact_text(_problem_lines(exc, path.stem)[0])})
     from registry.study.load import list_rows
 
     rows += list_rows()  # studies (kind: study) after the specs
@@ -136,7 +140,7 @@ def show(spec: str, set_keys: tuple[str, ...], resolved: bool, fmt: str) -> None
 
     loaded = load_spec(spec, overrides=set_keys)
     resolved = resolved or bool(set_keys)
-    data: Any = loaded.spec.model_dump(mode="json") if resolved else read_yaml(loaded.path)
+    data: Any = redact_obj(loaded.spec.model_dump(mode="json") if resolved else read_yaml(loaded.path))
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -146,9 +150,9 @@ def show(spec: str, set_keys: tuple[str, ...], resolved: bool, fmt: str) -> None
         chain = " <- ".join(p.stem for p in loaded.chain)
         click.echo(f"# resolved: {chain}")
         for line in overrides(loaded):
-            click.echo(f"# override {line}")
+            click.echo(redact_text(f"# override {line}"))
         for line in change_lines(loaded):
-            click.echo(f"# set {line}")
+            click.echo(redact_text(f"# set {line}"))
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
@@ -176,9 +180,9 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
             results.append({"spec": label, "valid": True, "stages": loaded.spec.stages()})
             if not as_json:
                 click.echo(f"ok  {display_path(loaded.path)}  ({' → '.join(loaded.spec.stages()) or 'no stages'})")
-        except RlregError as exc:
+        except Exception as exc:  # one broken file must not stop the others  # noqa: BLE001
             failed += 1
-            problems = exc.problems if isinstance(exc, SpecError) else [exc.message]
+            problems = [redact_text(p) for p in _problem_lines(exc, label)]
             results.append({"spec": label, "valid": False, "errors": problems})
             if not as_json:
                 for line in problems:
@@ -230,9 +234,10 @@ def diff(a: str, b: str, b_set: tuple[str, ...], a_set: tuple[str, ...], b_set_o
     from registry.specref import resolved_spec_dict
 
     b_overrides = [*b_set, *b_set_opt]
-    left, right = resolved_spec_dict(a, list(a_set)), resolved_spec_dict(b, b_overrides)
-    a = " ".join([a, *(shlex.quote(o) for o in a_set)])
-    b = " ".join([b, *(shlex.quote(o) for o in b_overrides)])
+    left = redact_obj(resolved_spec_dict(a, list(a_set)))
+    right = redact_obj(resolved_spec_dict(b, b_overrides))
+    a = redact_text(" ".join([a, *(shlex.quote(o) for o in a_set)]))
+    b = redact_text(" ".join([b, *(shlex.quote(o) for o in b_overrides)]))
     changes = diff_specs(left, right, include_same=show_all)
     if fmt == "json":
         click.echo(json.dumps([{"key": c.key, "kind": c.kind, "a": None if c.kind == "added" else c.left,
@@ -263,8 +268,10 @@ def diff(a: str, b: str, b_set: tuple[str, ...], a_set: tuple[str, ...], b_set_o
               help="Recompute from scratch (no cache hit, no resume): every stage, or the named ones (--force train,eval).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and e.g. the verl command) without running.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+@click.option("--no-system-metrics", "no_system_metrics", is_flag=True,
+              help="Do not log MLflow system metrics on the stage runs (spec: tracking.system_metrics).")
 def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None, stages: str | None,
-        force: str | None, dry_run: bool, as_json: bool) -> None:
+        force: str | None, dry_run: bool, as_json: bool, no_system_metrics: bool) -> None:
     """Run a spec: one parent MLflow run, one child run per stage, cached stages reused.
 
     KEY=VALUE sets a key of the resolved spec (train.algorithm.egpo_lambda=0.2, seed=3); ~KEY
@@ -292,7 +299,7 @@ def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None,
         raise
     only = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     chain = " <- ".join(p.stem for p in loaded.chain)
-    echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    echo = (lambda m: click.echo(redact_text(m), err=True)) if as_json else (lambda m: click.echo(redact_text(m)))
     echo(f"Spec {loaded.name}: {chain}")
     for line in overrides(loaded):
         echo(f"  override {line}")
@@ -324,30 +331,27 @@ def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None,
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with quiet:
         try:
-            summary = Pipeline(loaded, stages=only, force=parse_force(force), echo=echo).run()
+            summary = Pipeline(loaded, stages=only, force=parse_force(force), echo=echo,
+                               system_metrics=False if no_system_metrics else None).run()
         except RlregError as exc:  # e.g. --stages with an uncached earlier stage, before the parent starts
             _fail_attached_run(exc)
             raise
-    echo(f"Done: parent run {summary.parent_run_id} {summary.status}")
-    for line in _headline_lines({k: v for s in summary.stages for k, v in s.metrics.items()}):
-        echo(f"  {line}")
+    from registry.summary import closing_lines
+
+    for line in closing_lines(summary):
+        echo(line)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
 
 
-def _headline_lines(metrics: dict[str, float]) -> list[str]:
-    """`eval/accuracy = 0.55 [0.41, 0.69] 95% CI` instead of four lines per repeated metric."""
-    lines = []
-    for key, value in metrics.items():
-        if key.endswith(("_std", "_ci95_low", "_ci95_high")):
-            continue
-        base = key[: -len("_mean")] if key.endswith("_mean") else None
-        low, high = (metrics.get(f"{base}_ci95_low"), metrics.get(f"{base}_ci95_high")) if base else (None, None)
-        if low is not None and high is not None:
-            lines.append(f"{base} = {value:.4g} [{low:.4g}, {high:.4g}] 95% CI")
-        else:
-            lines.append(f"{key} = {value:.6g}")
-    return lines
+def _problem_lines(exc: Exception, label: Any = "") -> list[str]:
+    if isinstance(exc, SpecError):
+        return exc.problems
+    if isinstance(exc, RlregError):
+        return [exc.message]
+    from registry.crashlog import internal_error_line, write_crash_log
+
+    return [f"{label}: " + internal_error_line(exc, write_crash_log(exc))]
 
 
 def _fail_attached_run(exc: RlregError) -> None:
@@ -359,7 +363,7 @@ def _fail_attached_run(exc: RlregError) -> None:
         from registry.store import ensure_store
 
         client = ensure_store()
-        client.set_tag(run_id, "rlreg.error", str(exc)[:7000])
+        client.set_tag(run_id, "rlreg.error", redact_text(str(exc))[:7000])
         client.set_terminated(run_id, "FAILED")
     except Exception:  # the store itself may be the problem; the spec error is what to report
         pass

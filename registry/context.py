@@ -37,6 +37,18 @@ class StageContext:
     resolve_ref: Callable[[str], Path] = field(default=lambda ref: Path(ref))
     """Turns a model/data reference from the spec (a path, ``$VAR`` path, or ``@spec`` /
     ``@spec:stage.output``) into a local path."""
+    final_dir: Path | None = None
+    """Where ``out_dir`` will live once the stage succeeds (the stage cache): for paths recorded in
+    tags or references that must outlive the temporary ``out_dir``. None outside a pipeline."""
+
+    def durable(self, path: Path) -> Path:
+        """``path`` (inside ``out_dir``) at its final location in the stage cache."""
+        if self.final_dir is None:
+            return path.resolve()
+        try:
+            return self.final_dir / path.resolve().relative_to(self.out_dir.resolve())
+        except ValueError:
+            return path.resolve()
 
     def input(self, name: str) -> Path:
         """A required input; raises a clear error naming the missing stage."""

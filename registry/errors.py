@@ -7,7 +7,10 @@
      ├── MissingExtra     (1)   an optional engine (vllm, verl, bfcl) is not installed
      └── StageFailed      (1)   a stage raised while running; its run is marked FAILED
 
-The CLI prints ``Error: <message>`` and exits with ``exit_code``; never a traceback.
+    Terminated (BaseException) SIGTERM turned into an exception (exit 143)
+
+The CLI prints ``Error: <message>`` and exits with ``exit_code``; never a traceback. Anything
+else is an internal error: one line, the traceback in a log file (registry/crashlog.py).
 """
 
 from __future__ import annotations
@@ -59,3 +62,7 @@ class StageFailed(RlregError):
         super().__init__(f"stage '{stage}' failed{where}: {message}")
         self.stage = stage
         self.run_id = run_id
+
+
+class Terminated(BaseException):
+    """SIGTERM turned into an exception so runs are marked KILLED on the way out."""

@@ -1,14 +1,15 @@
-"""Flatten nested specs into MLflow params: dotted keys, secrets redacted, values truncated."""
+"""Flatten nested specs into MLflow params: dotted keys, secrets redacted (registry/redact.py),
+values truncated."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Iterator
 
+from registry.redact import REDACTED, is_secret_key, redact_obj, redact_text
+
 MAX_PARAM_CHARS = 6000
-SECRET_WORDS = {"token", "password", "passwd", "secret", "credential", "credentials", "apikey"}
-REDACTED = "***"
+__all__ = ["REDACTED", "flatten", "format_value", "is_secret_key", "param_items"]
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -25,15 +26,6 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def is_secret_key(key: str) -> bool:
-    """Judged on the words of the last key component: `hf_token`, `OPENAI_API_KEY`, `db.password`
-    are secrets; `max_new_tokens` and `tokenizer` are not."""
-    last = key.rsplit(".", 1)[-1].lower()
-    words = [w for w in re.split(r"[_\-\s]+", last) if w]
-    joined = "".join(words)
-    return bool(SECRET_WORDS & set(words)) or "apikey" in joined or "secretkey" in joined
-
-
 def format_value(value: Any) -> str:
     if isinstance(value, str):
         s = value
@@ -44,11 +36,12 @@ def format_value(value: Any) -> str:
     elif isinstance(value, (int, float)):
         s = repr(value)
     else:
-        s = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+        s = json.dumps(redact_obj(value), ensure_ascii=False, sort_keys=True, default=str)
     return s if len(s) <= MAX_PARAM_CHARS else s[: MAX_PARAM_CHARS - 3] + "..."
 
 
 def param_items(flat: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for key, value in flat.items():
         safe_key = "".join(c if (c.isalnum() or c in "_-. :/") else "_" for c in key)[:250]
-        yield safe_key, (REDACTED if is_secret_key(key) and value not in (None, "") else format_value(value))
+        secret = is_secret_key(key) and value not in (None, "", {}, [])
+        yield safe_key, (REDACTED if secret else redact_text(format_value(value)))

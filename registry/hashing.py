@@ -52,6 +52,8 @@ def digest_path(path: Path) -> str:
             if p.is_file()
         ]
         return sha256_text("\n".join(entries))
+    if path.exists():  # a FIFO or device: never read it (a FIFO blocks); the stage reports it
+        return "not-a-regular-file"
     raise FileNotFoundError(path)
 
 

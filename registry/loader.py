@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from registry import yamlsafe
 from registry.errors import SpecError, UsageError
 from registry.spec import SPEC_NAME_RE, Spec
 from registry.validation import display_path, format_validation_error
@@ -48,7 +49,8 @@ def spec_path(ref: str, base_dir: Path | None = None) -> Path:
     if ref.endswith((".yaml", ".yml")):
         path = Path(ref).expanduser()
         if not path.is_file():
-            raise UsageError(f"spec file '{ref}' does not exist")
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise UsageError(f"spec file '{ref}' {what}")
         return path.resolve()
     if not SPEC_NAME_RE.match(ref):
         raise UsageError(
@@ -69,6 +71,9 @@ def spec_path(ref: str, base_dir: Path | None = None) -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     where = display_path(path)
+    wrong = yamlsafe.check_regular_file(path)  # before opening: a FIFO would block the read
+    if wrong:
+        raise SpecError(f"{where}: {wrong}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -76,12 +81,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SpecError(f"{where}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)  # bounded: alias expansion, duplicate keys, huge integers
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}: invalid YAML{pos}: {problem} (fix the syntax)") from None
+        fix = "" if problem.endswith(")") else " (fix the syntax)"  # bounded-loader messages carry their own
+        raise SpecError(f"{where}: invalid YAML{pos}: {problem}{fix}") from None
     except RecursionError:
         raise SpecError(f"{where}: YAML nested too deeply (flatten the structure)") from None
     if data is None:
@@ -140,7 +146,8 @@ def _resolve_raw(path: Path, seen: list[Path]) -> tuple[dict[str, Any], list[Pat
         return own, [path], {k: path for k in _leaf_keys(own)}, None
     where = display_path(path)
     if not isinstance(parent_ref, str):
-        raise SpecError(f"{where}: extends: must be a spec name, got {parent_ref!r}")
+        raise SpecError(f"{where}: extends: must be a spec name, got {parent_ref!r} "
+                        "(write the name of another spec, e.g. extends: demo-grpo)")
     if not SPEC_NAME_RE.match(parent_ref):
         raise SpecError(
             f"{where}: extends: '{parent_ref}' is not a valid spec name "

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from registry import yamlsafe
 from registry.errors import SpecError
 
 KEY_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -95,7 +96,7 @@ def _parse_value(text: str, where: str) -> Any:
         raise SpecError(f"{where}: empty value (write key=null to clear it, key='' for an empty string, "
                         "or ~key to remove it)")
     try:
-        value = yaml.safe_load(text)
+        value = yamlsafe.load(text)  # bounded like spec files: alias bombs, huge integers
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{where}: value {text!r} is not valid YAML ({problem}; quote it to pass a string, "

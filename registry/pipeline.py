@@ -20,20 +20,17 @@ from typing import Any, Callable
 import yaml
 from filelock import FileLock
 
-from registry import cache
+from registry import cache, parent_view
 from registry.context import StageContext
-from registry.errors import RlregError, StageFailed, UsageError
+from registry.errors import RlregError, StageFailed, Terminated, UsageError
 from registry.gitinfo import git_diff, git_info
 from registry.hashing import digest_and_fingerprint, spec_hash
 from registry.loader import LoadedSpec, project_root
+from registry.redact import redact_text
 from registry.selection import check_force, leading_cached, not_cached
 from registry.stages import STAGES, load_runner, stage_spec_payload
 from registry.store import all_experiment_ids, ensure_store, experiment_id, stage_store_root, tracking_uri
 from registry.tracking import Tracker
-
-
-class Terminated(BaseException):
-    """SIGTERM turned into an exception so runs are marked KILLED on the way out."""
 
 
 @dataclass
@@ -93,6 +90,7 @@ class Pipeline:
         force: bool | list[str] = False,
         echo: Callable[[str], None] = print,
         root: Path | None = None,
+        system_metrics: bool | None = None,
         tags: dict[str, str] | None = None,
         stage_specs: dict[str, Any] | None = None,
     ):
@@ -109,6 +107,9 @@ class Pipeline:
         self.store_root = stage_store_root(self.root)
         self.uri = tracking_uri()
         self.client: Any = None
+        self.system_metrics = system_metrics
+        """None: the spec's ``tracking.system_metrics``; False: off for this run (--no-system-metrics)."""
+        self.lineage: Any = None
         self._open_children: set[str] = set()
         """Stage runs started and not yet terminated: an interrupt anywhere marks them KILLED."""
 
@@ -120,6 +121,9 @@ class Pipeline:
         # --stages: earlier stages that are not selected come from the cache (checked below)
         stages = planned[: planned.index(stages[-1]) + 1] if stages else stages
         self.client = ensure_store(self.uri)
+        from registry.datasets import DatasetLineage
+
+        self.lineage = DatasetLineage(self.client)
         from registry.recovery import reap_dead_runs, remove_stale_tmp
 
         reaped = reap_dead_runs(self.client)
@@ -138,11 +142,14 @@ class Pipeline:
                 outcome = self._run_stage(stage, i, len(stages), parent_id, exp_id, inputs, digests,
                                           reuse_only=not self._selected(stage), hit=leading.get(stage))
                 summary.stages.append(outcome)
+                if stage == "train":  # the parent shows the training curves (compare page overlays them)
+                    parent_view.copy_curves(self.client, outcome.cache_hit or outcome.run_id, parent_id)
                 for name, path in outcome.outputs.items():
                     inputs[f"{stage}.{name}"] = path
             headline = {k: v for s in summary.stages for k, v in s.metrics.items()}
+            self.lineage.log_to(parent_id)  # every dataset any stage used, cache hits included
             parent = Tracker(self.client, parent_id)
-            parent.log_metrics(headline)
+            parent.log_metrics(parent_view.headline(headline))
             parent.flush()
             self.client.set_terminated(parent_id, "FINISHED")
         except (KeyboardInterrupt, Terminated):
@@ -176,6 +183,7 @@ class Pipeline:
             "mlflow.runName": spec.name,
             **git_info(self.root),
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
+            **parent_view.identity_tags(spec_dump(spec)),
             **self.extra_tags,
         }
         if self.loaded.overrides:  # as typed; the params and spec.yaml hold their effect
@@ -192,11 +200,16 @@ class Pipeline:
             exp_id = experiment_id(self.client, spec.experiment)
             parent_id = self.client.create_run(exp_id, tags={"mlflow.runName": spec.name}).info.run_id
         tracker = Tracker(self.client, parent_id)
-        tracker.set_tags(tags)
-        tracker.log_params(spec_dump(spec))
-        tracker.log_dict(spec_dump(spec), "spec.yaml")
-        if tags.get("rlreg.git_dirty") == "true":
-            tracker.log_text(git_diff(self.root), "git.diff")
+        try:
+            parent_view.mark_classic_ml(self.client, exp_id)
+            tracker.set_tags(tags)
+            tracker.log_params(parent_view.parent_params(spec_dump(spec)))
+            tracker.log_dict(spec_dump(spec), "spec.yaml")
+            if tags.get("rlreg.git_dirty") == "true":
+                tracker.log_text(git_diff(self.root), "git.diff")
+        except BaseException:  # never leave a parent RUNNING because its metadata was refused
+            self.client.set_terminated(parent_id, "FAILED")
+            raise
         return parent_id, exp_id
 
     def _experiment_name(self, exp_id: str) -> str:
@@ -254,7 +267,7 @@ class Pipeline:
     def _start_child(self, stage, parent_id, exp_id, key, payload) -> str:
         tags = {
             "mlflow.parentRunId": parent_id,
-            "mlflow.runName": f"{self.spec.name}/{stage}",
+            "mlflow.runName": stage,  # nested under its parent in the UI: the stage says it all
             "rlreg.spec": self.spec.name,
             "rlreg.stage": stage,
             "rlreg.role": "stage",
@@ -282,6 +295,10 @@ class Pipeline:
                           cache.TAG_HEADLINE: json.dumps(hit.metrics)})
         tracker.log_metrics(hit.metrics)
         tracker.flush()
+        from registry.datasets import run_dataset_inputs
+
+        self.lineage.log_to(child_id, run_dataset_inputs(self.client, hit.run_id))  # what the reused run used
+        self.lineage.collect(child_id)
         self._terminate(child_id, "FINISHED")
         return StageOutcome(stage, child_id, key, hit.run_id, hit.outputs, hit.metrics, hit.digests)
 
@@ -296,17 +313,26 @@ class Pipeline:
         tmp.mkdir(parents=True)
         work.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(self.client, child_id)
+        final = self.store_root / "stages" / stage / key / child_id
         spec = self._stage_spec(stage)
         ctx = StageContext(
             stage=stage, spec=spec, out_dir=tmp, work_dir=work, inputs=dict(inputs),
-            tracker=tracker, project_root=self.root, resolve_ref=self.resolve_ref,
+            tracker=tracker, project_root=self.root, resolve_ref=self.resolve_ref, final_dir=final,
         )
         section = getattr(spec, STAGES[stage].section)
+        from registry.quiet import quiet_hf
+        from registry.sysmetrics import system_metrics
+
+        tracking = self.spec.tracking
+        monitor = system_metrics(self.uri, child_id, tracking.system_metrics and self.system_metrics is not False,
+                                 tracking.system_metrics_interval_s)
         try:
+            self.lineage.log_to(child_id)  # the datasets of the stages before this one
             runner = load_runner(stage, spec)
-            result = runner.run(section, ctx)
+            with monitor, quiet_hf():
+                result = runner.run(section, ctx)
             tracker.flush()
-            final = self.store_root / "stages" / stage / key / child_id
+            self.lineage.collect(child_id)
             final.parent.mkdir(parents=True, exist_ok=True)
             outputs = {name: final / Path(p).resolve().relative_to(tmp.resolve()) if _inside(p, tmp) else Path(p)
                        for name, p in result.outputs.items()}
@@ -331,8 +357,8 @@ class Pipeline:
             tb = traceback.format_exc()
             try:
                 tracker.log_text(tb, "error.txt")
-                self.client.set_tag(child_id, "rlreg.error", str(exc)[:7000])
-                self.client.set_tag(parent_id, "rlreg.error", f"{stage}: {str(exc)[:7000]}")
+                self.client.set_tag(child_id, "rlreg.error", redact_text(str(exc))[:7000])
+                self.client.set_tag(parent_id, "rlreg.error", f"{stage}: {redact_text(str(exc))[:7000]}")
             finally:
                 self._terminate(child_id, "FAILED")
                 shutil.rmtree(tmp, ignore_errors=True)

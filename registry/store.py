@@ -30,7 +30,10 @@ def ensure_store(uri: str | None = None) -> Any:
     """Return an MlflowClient on a ready store (created/migrated once, under a lock for sqlite)."""
     import mlflow
 
+    from registry.storecheck import check_store_uri
+
     uri = uri or tracking_uri()
+    check_store_uri(uri)  # one clear line for a bad URI, a bounded wait for a dead server
     db = _sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -4,16 +4,22 @@ Why batching: on sqlite one ``log_metric`` call costs ~4 ms and 1000 of them sev
 while one ``log_batch`` of 1000 values costs ~0.2 s (domain.md §7). Metrics are buffered and
 flushed as ``log_batch`` calls (≤ 1000 metrics each) when the buffer fills, every few seconds,
 and on ``flush()``/``close()``.
+
+Every value leaving through this class passes registry/redact.py first (params, tags, texts,
+dicts, tables: all rules; artifact files and directories: the value-based rules, since they are
+stage outputs whose keys are content): the tracker is the boundary where spec content enters the store.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from registry import redact
 from registry.flatten import flatten, param_items
 
 METRIC_BATCH = 1000
@@ -65,21 +71,36 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(str(k), str(v)[:8000]) for k, v in tags.items()]
+        items = [RunTag(str(k), str(redact.redact_value(str(k), str(v)))[:8000]) for k, v in tags.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, tags=items[i : i + 100])
 
     # -- artifacts ---------------------------------------------------------------------------
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if redact.is_text_artifact(path):
+            with tempfile.TemporaryDirectory(prefix="rlreg-redact-") as tmp:
+                clean = Path(tmp) / path.name
+                # value-based rules: files are stage outputs (data, models, logs); the files rlreg
+                # writes from the spec are masked in full when written (verl config, launch logs)
+                if redact.redacted_copy(path, clean, keys=False):
+                    self.client.log_artifact(self.run_id, str(clean), artifact_path)
+                    return
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+        mirror = redact.redacted_tree(Path(directory))
+        try:
+            self.client.log_artifacts(self.run_id, str(mirror or directory), artifact_path)
+        finally:
+            if mirror is not None:
+                shutil.rmtree(mirror, ignore_errors=True)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.client.log_text(self.run_id, redact.redact_text(text), artifact_file)
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
+        obj = redact.redact_obj(obj)
         if artifact_file.endswith((".yaml", ".yml")):
             import yaml
 
@@ -96,7 +117,7 @@ class Tracker:
         import pandas as pd
 
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        df = df.apply(lambda col: col.map(_cell)) if len(df) else df
+        df = df.apply(lambda col: col.map(lambda v: _cell(redact.redact_obj(v)))) if len(df) else df
         self.client.log_table(self.run_id, data=df, artifact_file=artifact_file)
 
     def log_input(self, dataset: Any, context: str) -> None:
@@ -142,7 +163,7 @@ class NullTracker(Tracker):
         self.params.update(dict(param_items(flatten(dict(params), prefix))))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.tags.update({str(k): str(v) for k, v in tags.items()})
+        self.tags.update({str(k): str(redact.redact_value(str(k), str(v))) for k, v in tags.items()})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         name = f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name
@@ -152,7 +173,7 @@ class NullTracker(Tracker):
         self.artifacts[artifact_path or "."] = Path(directory)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.artifacts[artifact_file] = text
+        self.artifacts[artifact_file] = redact.redact_text(text)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self.artifacts[artifact_file] = figure

@@ -69,6 +69,17 @@ def _origin(dotted: str, origins: dict[str, Any], path: Path) -> Path | str | No
     return None
 
 
+_NUMERIC_KINDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
+                  "int_parsing", "int_type", "int_from_float", "float_parsing", "float_type", "multiple_of",
+                  "int_parsing_size"}
+_TYPE_FIX = {
+    "string_type": "write text; quote values YAML reads as numbers or booleans, e.g. '5'",
+    "bool_type": "use true or false", "bool_parsing": "use true or false",
+    "dict_type": "write a mapping, e.g. `key: value` on indented lines", "model_type": "write a mapping of its fields",
+    "list_type": "write a list, e.g. [a, b]", "none_required": "remove it",
+}
+
+
 def _root_overrides(origins: dict[str, Any]) -> str:
     """A whole-spec error under overrides: list them, they may be why."""
     sources = list(dict.fromkeys(src for src in origins.values() if isinstance(src, str)))
@@ -93,13 +104,95 @@ def _describe(err: dict[str, Any], loc: tuple, root: type[BaseModel]) -> str:
         if isinstance(value, str):
             options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",")]
             m = difflib.get_close_matches(value, options, n=1)
-            close = f" (did you mean '{m[0]}'?)" if m else ""
-        return f"{_short(value)} is not allowed; use {expected}{close}"
+            close = f"; did you mean '{m[0]}'?" if m else ""
+        return f"{_short(value)} is not allowed (use {expected}{close})"
     if kind in ("value_error", "assertion_error"):
-        return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        return text if _has_fix(text) else f"{text} (change the value)"
+    if kind in _NUMERIC_KINDS:
+        return _numeric(err, loc, root)
+    if kind in ("string_too_short", "too_short"):
+        return f"must not be empty, got {_short(value)} (give a value)"
+    if kind in ("string_too_long", "too_long"):
+        limit = (err.get("ctx") or {}).get("max_length")
+        size = len(value) if hasattr(value, "__len__") else "?"
+        unit = "characters" if kind == "string_too_long" else "entries"
+        return f"has {size} {unit}, more than the {limit} allowed (shorten it)"
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type" or kind == "dict_type":
-        return f"{msg.lower()}, got {_short(value)} ({type(value).__name__})"
-    return f"{msg} (got {_short(value)})"
+        fix = _TYPE_FIX.get(kind, "use a value of the type the field takes; `rlreg schema` lists them")
+        return f"{msg.lower()}, got {_short(value)} ({type(value).__name__}) ({fix})"
+    return f"{msg} (got {_short(value)}; see `rlreg schema` for what the field takes)"
+
+
+_FIX_RE = None
+
+
+def _has_fix(text: str) -> bool:
+    """A fix clause: a trailing parenthesis, or `; <verb> …`, or a suggestion."""
+    import re
+
+    global _FIX_RE
+    if _FIX_RE is None:
+        _FIX_RE = re.compile(r"\)\s*$|[;:]\s*(?:use|set|lower|raise|add|remove|give|write|drop|rename|shorten|keep|"
+                             r"change|pick|list|put|move)\b|did you mean|allowed here|, or ")
+    return bool(_FIX_RE.search(text))
+
+
+def _numeric(err: dict[str, Any], loc: tuple, root: type[BaseModel]) -> str:
+    """"must be a finite number > 0 and ≤ 1, got inf (e.g. lr: 1e-06)": the range from the field's
+    own constraints, the example from its default."""
+    info = _field_info_at(root, loc)
+    value = err.get("input")
+    bounds, is_int, example = [], err.get("type", "").startswith("int"), None
+    if info is not None:
+        for meta in info.metadata:
+            for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
+                bound = getattr(meta, attr, None)
+                if bound is not None:
+                    bounds.append(f"{sym} {_num(bound)}")
+        ann = str(info.annotation)
+        is_int = "int" in ann and "float" not in ann
+        default = info.get_default(call_default_factory=False) if not info.is_required() else None
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            example = default
+    if example is None:
+        example = _example_in(bounds, is_int)
+    kind_word = "an integer" if is_int else "a finite number"
+    name = str(loc[-1]) if loc else "value"
+    rng = f" {' and '.join(bounds)}" if bounds else ""
+    return f"must be {kind_word}{rng}, got {_short(value)} (e.g. {name}: {_num(example)})"
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return repr(x)
+    if isinstance(x, int) and abs(x) >= 100_000:
+        return f"{x:_}"
+    return repr(x)
+
+
+def _example_in(bounds: list[str], is_int: bool) -> Any:
+    low = next((b for b in bounds if b[0] in ">≥"), None)
+    if low is None:
+        return 0 if is_int else 0.5
+    sym, num = low.split(" ", 1)
+    v = float(num.replace("_", ""))
+    v = v + (1 if sym == ">" else 0) if is_int else (v * 2 if sym == ">" and v > 0 else v + (0.5 if sym == ">" else 0))
+    return int(v) if is_int else v
+
+
+def _field_info_at(model: type[BaseModel], loc: tuple) -> Any:
+    current: Any = model
+    info = None
+    for part in loc:
+        m = _unwrap_model(current)
+        if m is None or isinstance(part, int):
+            continue
+        info = m.model_fields.get(str(part))
+        if info is None:
+            return None
+        current = info.annotation
+    return info
 
 
 def _short(value: Any) -> str:

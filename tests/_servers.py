@@ -46,13 +46,27 @@ class Postgres:
         self.data = self.dir / "data"
 
     def start(self) -> str:
+        """A cluster with scram-sha-256 password auth (no `trust`), as scripts/tracking-server.sh
+        makes; the password is in a 0600 pgpass file (``self.env`` points libpq at it)."""
+        import secrets
+
+        password = secrets.token_hex(16)
+        pwfile, self.pgpass = self.dir / "pw", self.dir / "pgpass"
+        for path, text in ((pwfile, password + "\n"), (self.pgpass, f"127.0.0.1:{self.port}:*:postgres:{password}\n")):
+            path.write_text(text)
+            path.chmod(0o600)
+            if os.geteuid() == 0:
+                shutil.chown(path, "postgres", "postgres")
+        self.env = {**os.environ, "PGPASSFILE": str(self.pgpass)}
         subprocess.run(_as_pg_user([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
-                                    "--auth=trust", "-E", "UTF8"]), check=True, capture_output=True)
+                                    "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8"]),
+                       check=True, capture_output=True)
+        pwfile.unlink()
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
         subprocess.run(_as_pg_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
                                     "-l", str(self.dir / "pg.log"), "-w", "start"]), check=True, capture_output=True)
-        subprocess.run(_as_pg_user([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                                    "-U", "postgres", "mlflow"]), check=True, capture_output=True)
+        subprocess.run(_as_pg_user(["env", f"PGPASSFILE={self.pgpass}", str(self.bindir / "createdb"), "-h", "127.0.0.1",
+                                    "-p", str(self.port), "-U", "postgres", "mlflow"]), check=True, capture_output=True)
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/mlflow"
 
     def stop(self) -> None:
@@ -62,7 +76,8 @@ class Postgres:
 
 
 class MlflowServer:
-    def __init__(self, backend_uri: str, artifacts: Path, workers: int = 4):
+    def __init__(self, backend_uri: str, artifacts: Path, workers: int = 4, env: dict | None = None):
+        self.env = env  # e.g. PGPASSFILE for a password-protected database
         self.port = free_port()
         self.backend_uri = backend_uri
         self.artifacts = artifacts
@@ -77,12 +92,12 @@ class MlflowServer:
     def start(self, timeout: float = 180) -> str:
         mlflow = Path(sys.executable).parent / "mlflow"
         # Migrate the schema once before any client or worker touches it.
-        subprocess.run([str(mlflow), "db", "upgrade", self.backend_uri], check=True, capture_output=True)
+        subprocess.run([str(mlflow), "db", "upgrade", self.backend_uri], check=True, capture_output=True, env=self.env)
         self.proc = subprocess.Popen(
             [str(mlflow), "server", "--backend-store-uri", self.backend_uri,
              "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers)],
-            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -40,10 +40,12 @@ def test_numbers_equal_logged_values(demo):
     for cell, fake in zip(row.cells, (grpo, egpo)):
         logged = [m.value for m in client.get_metric_history(fake.child_ids["eval"], "eval/accuracy")]
         parent = client.get_run(fake.parent_id).data.metrics
+        child = client.get_run(fake.child_ids["eval"]).data.metrics  # interval bounds live on the eval child
         assert cell.source == "repeats" and cell.repeats == logged == fake.accuracy
         assert cell.value == pytest.approx(parent["eval/accuracy_mean"])
+        assert "eval/accuracy_ci95_low" not in parent
         assert (cell.ci.low, cell.ci.high) == pytest.approx(
-            (parent["eval/accuracy_ci95_low"], parent["eval/accuracy_ci95_high"]))
+            (child["eval/accuracy_ci95_low"], child["eval/accuracy_ci95_high"]))
         assert cell.ci.n == int(parent["eval/repeats"])
     d = row.diffs[1].ci
     ref = welch_diff(grpo.accuracy, egpo.accuracy)
@@ -83,7 +85,7 @@ def test_selected_metrics_include_child_histories(demo):
     assert comp.row("eval/accuracy").cells[0].repeats == grpo.accuracy
     entropy = comp.row("actor/entropy").cells
     assert [c.value for c in entropy] == [grpo.entropy[-1], egpo.entropy[-1]]
-    assert entropy[0].source == "child:train"
+    assert entropy[0].source == "parent"  # the parent carries the train curve (registry.parent_view)
 
 
 @pytest.mark.parametrize(
@@ -141,10 +143,12 @@ def test_cache_hit_and_logged_ci_fallbacks(mlflow_uri):
     assert reuse.source == "repeats" and reuse.repeats == source.accuracy == src.repeats
 
 
-def test_percent_detection():
+def test_percent_is_a_property_of_the_metric():
     assert compare.is_fraction("eval/accuracy_mean", [0.6, 0.62])
     assert compare.is_fraction("eval/format_valid_rate_mean", [0.9, 1.0])
-    assert not compare.is_fraction("eval/accuracy_mean", [61.7, 61.9])  # already in percent
+    # an interval bound outside [0, 1] no longer switches percent off for the row
+    assert compare.is_fraction("eval/accuracy_mean", [0.02, -0.027])
+    assert compare.is_fraction("eval/tool_name_accuracy_mean")
     assert not compare.is_fraction("eval/response_length_mean", [0.5])
 
 
@@ -157,7 +161,9 @@ def test_renderers(demo):
     expected = (f"demo-egpo − demo-grpo = {ref.diff * 100:+.1f} pts "
                 f"[{ref.low * 100:+.1f}, {ref.high * 100:+.1f}]").replace("-", "−").replace("demo−", "demo-")
     assert expected in text
-    assert ("within noise" in text) == (ref.low <= 0 <= ref.high)
+    assert ("no difference detected at this sample size" in text) == (ref.low <= 0 <= ref.high)
+    assert "within noise" not in text
+    assert "unit: eval repeats; covers eval sampling only: 5 vs 5 repeats" in text
 
     data = json.loads(render.to_json(comp))
     acc = next(m for m in data["metrics"] if m["metric"] == "eval/accuracy_mean")
@@ -183,16 +189,18 @@ def test_frames_and_bulk_histories(demo):
     assert "params.train.algorithm.egpo_lambda" in frame.columns
 
     ids = [grpo.child_ids["train"], egpo.child_ids["train"]]
-    bulk = runs.metric_histories(client, ids, ["actor/entropy", "train/reward_mean"])
-
-    class PerRunOnly:  # a store without the SQL bulk query (e.g. REST): the per-run fallback
-        def __init__(self, c):
-            self.get_metric_history = c.get_metric_history
-
-    slow = runs.metric_histories(PerRunOnly(client), ids, ["actor/entropy", "train/reward_mean"])
-    assert bulk[["run_id", "key", "step", "value"]].equals(slow[["run_id", "key", "step", "value"]])
-    got = bulk[(bulk.run_id == ids[1]) & (bulk.key == "actor/entropy")]["value"].tolist()
+    hist = runs.metric_histories(client, ids, ["actor/entropy", "train/reward_mean", "never/logged"])
+    got = hist[(hist.run_id == ids[1]) & (hist.key == "actor/entropy")]["value"].tolist()
     assert got == egpo.entropy
+    assert set(hist.key) == {"actor/entropy", "train/reward_mean"}
+    assert hist[(hist.run_id == ids[0]) & (hist.key == "train/reward_mean")]["step"].tolist() == list(range(20))
+
+
+def test_histories_use_the_public_client_api_only():
+    import pathlib
+
+    src = pathlib.Path(runs.__file__).read_text()
+    assert "_tracking_client" not in src and ".store" not in src
 
 
 def test_spec_from_run(demo):

@@ -80,7 +80,8 @@ def test_constant_groups():
 
 
 def test_verdicts():
-    assert verdict(DiffCI(0.002, -0.016, 0.020, 8.0, 0.2, 0.84)).startswith("within noise (p = 0.84")
-    assert verdict(DiffCI(0.05, 0.01, 0.09, 8.0, 3.0, 0.017)) == "higher, beyond noise (p = 0.017)"
-    assert verdict(DiffCI(-0.05, -0.09, -0.01, 8.0, -3.0, 0.017)).startswith("lower, beyond noise")
+    assert verdict(DiffCI(0.002, -0.016, 0.020, 8.0, 0.2, 0.84)) == \
+        "no difference detected at this sample size (±0.018, p = 0.84)"
+    assert verdict(DiffCI(0.05, 0.01, 0.09, 8.0, 3.0, 0.017)) == "higher (p = 0.017)"
+    assert verdict(DiffCI(-0.05, -0.09, -0.01, 8.0, -3.0, 0.017)).startswith("lower")
     assert verdict(DiffCI(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)).startswith("not comparable")

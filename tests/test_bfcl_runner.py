@@ -329,7 +329,8 @@ elif cmd == "evaluate":
     score = Path(opt["--score-dir"])
     (score / model / "multi_turn").mkdir(parents=True, exist_ok=True)
     (score / model / "multi_turn" / f"BFCL_v4_{cat}_score.json").write_text(
-        json.dumps({"accuracy": acc, "correct_count": acc * 200, "total_count": 200}) + "\n")
+        json.dumps({"accuracy": acc, "correct_count": acc * 200, "total_count": 200}) + "\n"
+        + json.dumps({"id": cat + "_1", "valid": False, "error": ["wrong"], "error_type": "multi_turn:wrong_state"}) + "\n")
     (score / "data_multi_turn.csv").write_text(
         "Rank,Model,Multi Turn Overall Acc,Base,Miss Func,Miss Param,Long Context\n"
         f"1,Tiny (FC),{acc * 25:.2f}%,{acc * 100:.2f}%,N/A,N/A,N/A")
@@ -369,6 +370,18 @@ def test_backend_runs_repeats_in_parallel_and_aggregates(make_ctx, tracker, stan
     assert {"eval/bfcl/repeat_1/data_multi_turn.csv", "eval/bfcl/repeat_1/generate.log"} <= arts
     assert {a.path for a in tracker.client.list_artifacts(tracker.run_id, "eval/bfcl")} >= {"eval/bfcl/vllm-server.log"}
     assert sorted(p.name for p in result.outputs["scores"].iterdir()) == ["repeat_0", "repeat_1", "repeat_2"]
+    # BFCL's own per-entry files reach MLflow and the run's outputs, and become eval/entries.json
+    cat = ctx.spec.eval.bfcl.test_category
+    files = {a.path for a in tracker.client.list_artifacts(tracker.run_id, "eval/bfcl/repeat_2/result")}
+    assert files and all(f.startswith("eval/bfcl/repeat_2/result/") for f in files)
+    assert list(result.outputs["scores"].rglob(f"BFCL_v4_{cat}_result.json"))
+    from analysis.entries import load_entries
+    rows = load_entries(tracker.client, tracker.run_id)
+    assert len(rows) == 2 * 3 and {r["repeat"] for r in rows} == {0, 1, 2}
+    by_id = {(r["entry_id"], r["repeat"]): r for r in rows}
+    assert by_id[(cat + "_0", 0)]["valid"] is True and by_id[(cat + "_0", 0)]["correct"] == 1.0
+    failed = by_id[(cat + "_1", 1)]
+    assert failed["valid"] is False and failed["error_type"] == "multi_turn:wrong_state" and failed["category"] == cat
 
 
 def test_one_failed_repeat_fails_the_stage_after_logging_the_others(make_ctx, tracker, stand_ins, tmp_path, monkeypatch):

@@ -69,8 +69,15 @@ def test_entropy_curves_and_headline_metrics(demo_pair):
         assert [h["step"] for h in history] == [m.step for m in sorted(hist, key=lambda m: m.step)]
         m = parent.data.metrics
         assert m["eval/repeats"] == 2
-        assert m["eval/accuracy_ci95_low"] <= m["eval/accuracy_mean"] <= m["eval/accuracy_ci95_high"]
+        # interval bounds on the eval child, the mean on the parent (registry/parent_view.py)
+        e = stage_runs(demo_pair, spec)["eval"].data.metrics
+        assert e["eval/accuracy_ci95_low"] <= m["eval/accuracy_mean"] <= e["eval/accuracy_ci95_high"]
+        assert not any("_ci95_" in k for k in m)
         assert "train/reward_mean_last" in m and "actor/entropy_last" in m
+        # the parent carries the train curves, step by step, so MLflow's compare page overlays them
+        on_parent = client.get_metric_history(parent.info.run_id, "actor/entropy")
+        assert sorted((h.step, h.value) for h in on_parent) == sorted((h.step, h.value) for h in hist)
+        assert client.get_metric_history(parent.info.run_id, "critic/score/mean")
 
 
 def test_merged_model_logged_and_loadable(demo_pair):
@@ -89,3 +96,18 @@ def test_compare_on_the_real_pair(demo_pair):
                        env=demo_pair["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "eval/accuracy" in r.stdout
+
+
+def test_demo_registers_the_policy_quietly_with_datasets_everywhere(demo_pair):
+    """Issue 17 on the demo itself: a registry version per merge, `candidate` on the newest, no
+    transformers bars in the logs, and datasets on every run (the reused convert/sft included)."""
+    client = demo_pair["client"]
+    merges = {spec: stage_runs(demo_pair, spec)["merge"].info.run_id for spec in ("demo-grpo", "demo-egpo")}
+    versions = {v.run_id for v in client.search_model_versions("name = 'rlreg-demo-policy'")}
+    assert set(merges.values()) <= versions
+    assert client.get_model_version_by_alias("rlreg-demo-policy", "candidate").run_id == merges["demo-egpo"]
+    for log in demo_pair["logs"].values():
+        assert "Loading weights" not in log and "Writing model shards" not in log
+    for run in demo_pair["runs"]:
+        if run.data.tags.get("rlreg.role") in ("parent", "stage"):
+            assert run.inputs.dataset_inputs, (run.data.tags.get("rlreg.stage"), run.data.tags.get("rlreg.spec"))

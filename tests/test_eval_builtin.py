@@ -119,7 +119,11 @@ def test_stage_logs_repeats_ci_and_predictions(make_ctx, tracker, eval_inputs):
     rows = [json.loads(line) for line in result.outputs["predictions"].read_text().splitlines()]
     assert len(rows) == 6 * 3
     assert {r["repeat"] for r in rows} == {0, 1, 2} and {r["seed"] for r in rows} == {7, 8, 9}
-    assert set(rows[0]) >= {"prompt_id", "response", "parsed_calls", "expected", "score"}
+    assert set(rows[0]) >= {"entry_id", "response", "parsed_calls", "expected", "correct", "reward", "prompt",
+                            "prompt_sha"}
+    # one stable entry id per prompt, the same in every repeat; the prompt text is the rendered prompt
+    assert len({r["entry_id"] for r in rows}) == 6
+    assert all(len({r["prompt_sha"] for r in rows if r["entry_id"] == e}) == 1 for e in {r["entry_id"] for r in rows})
     # sampling with distinct seeds: the repeats are not all identical
     by_repeat = [[r["response"] for r in rows if r["repeat"] == k] for k in range(3)]
     assert by_repeat[0] != by_repeat[1] or by_repeat[1] != by_repeat[2]
@@ -131,7 +135,13 @@ def test_stage_logs_repeats_ci_and_predictions(make_ctx, tracker, eval_inputs):
     assert client.get_run(tracker.run_id).data.params["eval_set_digest"] == inputs[0].dataset.digest
 
     artifacts = {a.path for a in client.list_artifacts(tracker.run_id, "eval")}
-    assert {"eval/predictions.json", "eval/summary.json"} <= artifacts
+    assert {"eval/entries.json", "eval/summary.json"} <= artifacts
+    # read back through MLflow's public API, as the paired comparison does
+    from analysis.entries import load_entries
+    table = load_entries(client, tracker.run_id)
+    assert len(table) == 18 and {t["repeat"] for t in table} == {0, 1, 2}
+    per_repeat = [sum(t["correct"] for t in table if t["repeat"] == k) / 6 for k in range(3)]
+    assert per_repeat == pytest.approx([h.value for h in sorted(history, key=lambda h: h.step)])
 
 
 def test_greedy_repeats_reuse_one_generation(make_ctx, eval_inputs):
@@ -154,7 +164,7 @@ def test_bfcl_eval_set_from_wheel(make_ctx, eval_inputs):
     ctx = make_ctx("eval", spec, inputs={"sft.model": eval_inputs["sft.model"]})
     result = ev.run(ctx.spec.eval, ctx)
     rows = [json.loads(line) for line in result.outputs["predictions"].read_text().splitlines()]
-    assert [r["prompt_id"] for r in rows[:3]] == ["simple_python_0", "simple_python_1", "simple_python_2"]
+    assert [r["entry_id"] for r in rows[:3]] == ["simple_python_0", "simple_python_1", "simple_python_2"]
     assert rows[0]["expected"] == [{"calculate_triangle_area": {"base": [10], "height": [5], "unit": ["units", ""]}}]
     assert result.info["eval_set"] == "bfcl:simple_python"
 

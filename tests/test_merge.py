@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
+import mlflow
 import pytest
 
 import runners.merge as merge
@@ -14,6 +16,11 @@ from registry.errors import InputDataError
 
 def _artifacts(tracker, path: str) -> set[str]:
     return {a.path for a in tracker.client.list_artifacts(tracker.run_id, path)}
+
+
+def _model_files(model_id: str, work) -> set[str]:
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(work / "dl")))
+    return {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
 
 
 def _state(path):
@@ -42,44 +49,65 @@ def test_copy_mode_writes_manifest_logs_and_registers(make_ctx, tracker, tiny_mo
     assert result.metrics["merge/size_mb"] == pytest.approx(manifest["total_bytes"] / 2**20)
 
     tracker.flush()
-    logged = _artifacts(tracker, "model")
-    assert {"model/model.safetensors", "model/manifest.json", "model/tokenizer.json"} <= logged
     run = tracker.client.get_run(tracker.run_id)
     assert run.data.metrics["merge/num_params"] == manifest["num_params"]
     assert run.data.tags["rlreg.model_log_mode"] == "copy"
-    versions = tracker.client.search_model_versions("name='demo-x'")
+    model_id = run.data.tags["rlreg.logged_model"]
+    logged = _model_files(model_id, ctx.work_dir)
+    assert {"MLmodel", "hf_pyfunc.py"} <= logged
+    assert {f.rsplit("/", 1)[1] for f in logged if f.startswith("artifacts/")} >= {"model.safetensors", "manifest.json"}
+    versions = tracker.client.search_model_versions("name='test-policy'")  # <experiment>-policy
     assert len(versions) == 1 and versions[0].run_id == tracker.run_id
-    assert versions[0].source == run.info.artifact_uri.rstrip("/") + "/model"
+    assert versions[0].source == f"models:/{model_id}"
     assert versions[0].tags["rlreg.manifest_sha256"] == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    assert tracker.client.get_model_version_by_alias("test-policy", "candidate").version == versions[0].version
 
     # A second merge registers version 2 of the same model (the registered model is reused).
     ctx2 = make_ctx("merge", spec, inputs={"train.model": tiny_model_dir}, tracker=tracker, name="again")
-    assert merge.run(ctx2.spec.merge, ctx2).info["registered"]["version"] == "2"
+    assert merge.run(ctx2.spec.merge, ctx2).info["registered"] == "test-policy v2 @candidate"
 
 
 def test_reference_mode_logs_only_manifest_and_path(make_ctx, tracker, tiny_model_dir):
-    spec = {"merge": {"log_mode": "reference", "register_model": True, "registered_name": "tiny-ref"}}
+    spec = {"merge": {"log_mode": "reference", "registered_name": "tiny-ref", "alias": None}}
     ctx = make_ctx("merge", spec, inputs={"train.model": tiny_model_dir}, tracker=tracker)
     result = merge.run(ctx.spec.merge, ctx)
     tracker.flush()
-    assert _artifacts(tracker, "model") == {"model/manifest.json", "model/reference.json"}
-    local = tracker.client.download_artifacts(tracker.run_id, "model/reference.json", str(ctx.work_dir))
-    assert json.loads(open(local).read())["path"] == str(result.outputs["model"].resolve())
+    model_id = tracker.client.get_run(tracker.run_id).data.tags["rlreg.logged_model"]
+    logged = _model_files(model_id, ctx.work_dir)
+    assert {f for f in logged if f.startswith("artifacts/")} == {"artifacts/manifest.json", "artifacts/reference.json"}
+    assert json.loads((ctx.work_dir / "dl" / "artifacts" / "reference.json").read_text())["path"] == str(result.outputs["model"].resolve())
     version = tracker.client.get_model_version("tiny-ref", "1")
     assert version.tags["rlreg.model_path"] == str(result.outputs["model"].resolve())
+    assert version.aliases == []  # alias: null
+    # The reference loads (its files match the manifest) and refuses a changed file.
+    model = mlflow.pyfunc.load_model(f"models:/{model_id}")
+    assert len(model.predict(["hello"], params={"max_new_tokens": 2})) == 1
+    with (result.outputs["model"] / "tokenizer.json").open("a") as f:
+        f.write(" ")
+    with pytest.raises(Exception, match="size"):
+        mlflow.pyfunc.load_model(f"models:/{model_id}")
+
+
+def test_default_registered_name_is_per_experiment():
+    from runners.common.mlflow_model import registered_name_for
+
+    assert registered_name_for("rlreg-demo") == "rlreg-demo-policy"
+    assert registered_name_for("team/exp one") == "team-exp-one-policy"
 
 
 def test_auto_mode_copies_small_models(make_ctx, null_tracker, tiny_model_dir):
     ctx = make_ctx("merge", {"merge": {}}, inputs={"train.model": tiny_model_dir})
     result = merge.run(ctx.spec.merge, ctx)
-    assert result.info["log_mode"] == "copy" and null_tracker.artifacts["model"] == result.outputs["model"]
+    assert result.info["log_mode"] == "copy" and (null_tracker.artifacts["model"] / "MLmodel").is_file()
+    assert list((null_tracker.artifacts["model"] / "artifacts").rglob("model.safetensors"))
 
 
 def test_auto_mode_references_large_models(make_ctx, null_tracker, tiny_model_dir, monkeypatch):
     monkeypatch.setattr(merge, "AUTO_COPY_LIMIT_BYTES", 1000)
     ctx = make_ctx("merge", {"merge": {}}, inputs={"train.model": tiny_model_dir})
     assert merge.run(ctx.spec.merge, ctx).info["log_mode"] == "reference"
-    assert "model" not in null_tracker.artifacts and "model/reference.json" in null_tracker.artifacts
+    pyfunc_dir = null_tracker.artifacts["model"]
+    assert {p.name for p in (pyfunc_dir / "artifacts").iterdir()} == {"manifest.json", "reference.json"}
 
 
 def test_step_picks_checkpoint_and_names_missing_steps(make_ctx, tmp_path, tiny_model_dir):

@@ -57,7 +57,7 @@ def server(tmp_path_factory):
     pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (rl-registry[postgres])")
     pg = Postgres()
     uri = pg.start()
-    srv = MlflowServer(uri, tmp_path_factory.mktemp("artifacts"))
+    srv = MlflowServer(uri, tmp_path_factory.mktemp("artifacts"), env=pg.env)
     try:
         yield srv.start()
     finally:

@@ -47,9 +47,10 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--window-size=1400,2400",
 ]
-# The GRPO spec resolves egpo_lambda/alpha to null (they only apply to egpo estimators).
-EGPO_PARAMS = {"train.algorithm.adv_estimator": ("grpo", "egpo"), "train.algorithm.egpo_lambda": ("null", "0.4"),
-               "train.algorithm.egpo_alpha": ("null", "2.0")}
+# The GRPO spec resolves egpo_lambda/alpha to null (they only apply to egpo estimators); parents
+# log no nulls (registry.parent_view), so the GRPO column has no value for them.
+EGPO_PARAMS = {"train.algorithm.adv_estimator": ("grpo", "egpo"), "train.algorithm.egpo_lambda": ("", "0.4"),
+               "train.algorithm.egpo_alpha": ("", "2.0")}
 
 
 def _chromium() -> str:

@@ -326,6 +326,9 @@ def test_merge_newest_step_manifest_and_mlflow(merge_ctx, stand_in, tracker):
     arts = {a.path for a in tracker.client.list_artifacts(tracker.run_id, "model")}
     assert {"model/model_manifest.json", "model/files"} <= arts
     assert result.info["log_mode"] == "copy"
+    # and an MLflow pyfunc model, registered as <experiment>-policy @candidate (runners/common/mlflow_model.py)
+    assert tracker.client.get_run(tracker.run_id).data.tags["rlreg.logged_model"].startswith("m-")
+    assert tracker.client.get_model_version_by_alias("test-policy", "candidate").run_id == tracker.run_id
 
 
 def test_merge_reference_mode_uploads_only_the_manifest(merge_ctx, tracker):

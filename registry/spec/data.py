@@ -6,14 +6,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import MAX_BATCH, MAX_RECORDS, SEED_MAX, SpecModel
 
 
 class SyntheticDataSpec(SpecModel):
     """A deterministic synthetic tool-calling dataset (see runners/synth_data.py)."""
 
     num_records: int = Field(400, ge=1, le=10_000_000, description="How many records to generate.")
-    seed: int = Field(0, description="Generator seed; same seed -> identical records.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Generator seed; same seed -> identical records.")
     tool_response_fraction: float = Field(
         0.25, ge=0.0, le=1.0,
         description="Fraction of records that contain an earlier tool call + tool-response turn.",
@@ -49,7 +49,7 @@ class DataSpec(SpecModel):
         "auto", description="Input format; `auto` decides by extension (.jsonl) or first byte."
     )
     max_samples: int | None = Field(
-        1000, ge=1, description="Keep at most this many valid records (after shuffling); null = all."
+        1000, le=MAX_RECORDS, ge=1, description="Keep at most this many valid records (after shuffling); null = all."
     )
     shuffle: bool = Field(True, description="Shuffle records (seeded) before splitting.")
     split: Literal["rlreg", "hardtry"] = Field(
@@ -63,7 +63,7 @@ class DataSpec(SpecModel):
         "order; holds the k chosen rows in memory.",
     )
     test_size: float = Field(0.05, gt=0.0, lt=1.0, description="Fraction of records in test.parquet.")
-    seed: int = Field(42, description="Seed for shuffle and split; same input + seed -> identical parquet.")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="Seed for shuffle and split; same input + seed -> identical parquet.")
     data_source: str = Field("hardgen", description="Value of the `data_source` column (verl routes rewards by it).")
     ability: str = Field("function_call", description="Value of the `ability` column.")
     on_error: Literal["fail", "skip"] = Field(
@@ -82,7 +82,7 @@ class DataSpec(SpecModel):
         "`tools=` (verl's RLHFDataset); `extra_info.tools` is kept either way.",
     )
     batch_size: int = Field(
-        2000, ge=1, description="Records held in memory at once while streaming the input."
+        2000, le=MAX_BATCH, ge=1, description="Records held in memory at once while streaming the input."
     )
 
     @model_validator(mode="after")

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import (
+    MAX_BATCH,
+    MAX_RECORDS,
+    MAX_TEMPERATURE,
+    MAX_THREADS,
+    MAX_TOKENS,
+    SEED_MAX,
+    SpecModel,
+    check_cpu_threads,
+)
 
 
 class EntropySpec(SpecModel):
@@ -61,38 +70,38 @@ class EntropySpec(SpecModel):
     vllm_logprobs: int = Field(
         20, ge=1, le=100, description="vllm backend: log-probabilities returned per position."
     )
-    num_samples: int = Field(32, ge=1, description="Conversations to roll out (seed: --num_samples).")
-    batch_size: int = Field(8, ge=1, description="Conversations per generation batch (seed: --batch_size).")
+    num_samples: int = Field(32, le=MAX_RECORDS, ge=1, description="Conversations to roll out (seed: --num_samples).")
+    batch_size: int = Field(8, le=MAX_BATCH, ge=1, description="Conversations per generation batch (seed: --batch_size).")
     max_prompt_length: int = Field(
-        1024,
+        1024, le=MAX_TOKENS,
         ge=8,
         description="Longest initial prompt in tokens (seed: --max_prompt_length); longer "
         "conversations are skipped and counted, never silently truncated.",
     )
     max_response_length: int = Field(
-        256,
+        256, le=MAX_TOKENS,
         ge=1,
         description="Model-generated tokens per conversation across all rounds (seed: "
         "--max_response_length); each round gets what is left of this budget.",
     )
-    max_rounds: int = Field(5, ge=1, description="Tool rounds per conversation (tool answers read).")
+    max_rounds: int = Field(5, le=1000, ge=1, description="Tool rounds per conversation (tool answers read).")
     k: int = Field(
-        20, ge=1, description="Leading tokens of each round whose normalised entropy is averaged."
+        20, le=MAX_TOKENS, ge=1, description="Leading tokens of each round whose normalised entropy is averaged."
     )
     temperature: float = Field(
-        1.0, gt=0, description="Sampling temperature; entropy is computed on the same scaled logits."
+        1.0, le=MAX_TEMPERATURE, gt=0, description="Sampling temperature; entropy is computed on the same scaled logits."
     )
     greedy: bool = Field(
         False,
         description="Pick the argmax token instead of sampling (entropy is still of the "
         "temperature-scaled distribution).",
     )
-    seed: int = Field(0, description="Sampling seed.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Sampling seed.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Model dtype; `auto` = the spec's `model.dtype`, else float32."
     )
     cpu_threads: int | None = Field(
-        None,
+        None, le=MAX_THREADS,
         ge=1,
         description="torch intra-op threads while this stage decodes on CPU (restored afterwards); "
         "null = torch's default. Tiny models decode much faster with 1: their per-token ops are too "
@@ -101,6 +110,11 @@ class EntropySpec(SpecModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` = the spec's `model.device`, else cuda when available."
     )
+
+    @field_validator("cpu_threads")
+    @classmethod
+    def _cpu_threads_fit(cls, value: int | None) -> int | None:
+        return check_cpu_threads(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> EntropySpec:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import MAX_BATCH, MAX_RECORDS, MAX_TEMPERATURE, MAX_TIMEOUT_S, MAX_TOKENS, SEED_MAX, SpecModel
 
 
 class BfclDataSpec(SpecModel):
@@ -71,18 +71,18 @@ class BfclSpec(SpecModel):
     vllm_command: str = Field("vllm", description="The `vllm` executable (e.g. .venv-vllm/bin/vllm).")
     host: str = Field("127.0.0.1", description="Interface the started vLLM server binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port for the vLLM server.")
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm serve --tensor-parallel-size")
+    tensor_parallel_size: int = Field(1, le=64, ge=1, description="vllm serve --tensor-parallel-size")
     dtype: str = Field("bfloat16", description="vllm serve --dtype")
-    max_model_len: int = Field(16384, ge=256, description="vllm serve --max-model-len")
+    max_model_len: int = Field(16384, le=MAX_TOKENS, ge=256, description="vllm serve --max-model-len")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm serve --gpu-memory-utilization")
     tool_call_parser: str = Field("hermes", description="vllm serve --tool-call-parser (with --enable-auto-tool-choice).")
     extra_vllm_args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments, passed as-is.")
-    startup_timeout_s: int = Field(900, ge=1, description="Seconds to wait for GET /v1/models to answer.")
-    temperature: float = Field(0.001, ge=0, description="bfcl generate --temperature (BFCL's default 0.001).")
-    num_threads: int = Field(8, ge=1, description="bfcl generate --num-threads (concurrent requests per repeat).")
-    repeat_timeout_s: int = Field(7200, ge=1, description="Seconds one repeat (generate + evaluate) may take.")
+    startup_timeout_s: int = Field(900, le=MAX_TIMEOUT_S, ge=1, description="Seconds to wait for GET /v1/models to answer.")
+    temperature: float = Field(0.001, le=MAX_TEMPERATURE, ge=0, description="bfcl generate --temperature (BFCL's default 0.001).")
+    num_threads: int = Field(8, le=1024, ge=1, description="bfcl generate --num-threads (concurrent requests per repeat).")
+    repeat_timeout_s: int = Field(7200, le=MAX_TIMEOUT_S, ge=1, description="Seconds one repeat (generate + evaluate) may take.")
     allow_failed_repeats: int = Field(
-        0, ge=0,
+        0, le=100, ge=0,
         description="How many repeats may fail while the stage still succeeds (the aggregate then uses the "
         "others and `eval/repeats_failed` says so). Default 0: any failed repeat fails the stage, after "
         "every finished repeat has been logged.",
@@ -108,15 +108,16 @@ class EvalSpec(SpecModel):
     )
     repeats: int = Field(5, ge=1, le=100, description="Independent repeats (distinct seeds) for mean and CI.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the Student-t interval over repeats.")
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many test records (the first ones).")
-    batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    max_samples: int | None = Field(None, le=MAX_RECORDS, ge=1, description="Evaluate at most this many test records (the first ones).")
+    batch_size: int = Field(16, le=MAX_BATCH, ge=1, description="Prompts per generation batch.")
     do_sample: bool = Field(True, description="Sample (repeats differ) or greedy (repeats are identical).")
-    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
+    temperature: float = Field(0.7, le=MAX_TEMPERATURE, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
-    max_new_tokens: int = Field(256, ge=1, description="Generation length cap.")
-    max_prompt_length: int = Field(4096, ge=8, description="Prompts longer than this (tokens) are cut from the left.")
+    max_new_tokens: int = Field(256, le=MAX_TOKENS, ge=1, description="Generation length cap.")
+    max_prompt_length: int = Field(4096, le=MAX_TOKENS, ge=8, description="Prompts longer than this (tokens) are cut from the left.")
     seed: int = Field(
-        1234, description="Base sampling seed; repeat r uses seed + r. Unset in a spec: the spec's top-level `seed`."
+        1234, ge=0, le=SEED_MAX,
+        description="Base sampling seed; repeat r uses seed + r. Unset in a spec: the spec's top-level `seed`.",
     )
     bfcl: BfclSpec = Field(default_factory=BfclSpec, description="Settings for backend: bfcl.")
 

@@ -10,16 +10,16 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import MAX_BATCH, MAX_RECORDS, MAX_TEMPERATURE, MAX_TOKENS, SEED_MAX, SpecModel
 
 
 class PerturbSpec(SpecModel):
     """Derive π_t from π_θ by adding seeded Gaussian noise to every weight: two genuinely different
     models that share one tokenizer (the CPU demo and tests; also a cheap ablation on real models)."""
 
-    seed: int = Field(1, description="Noise seed (a different seed gives a different π_t).")
+    seed: int = Field(1, ge=0, le=SEED_MAX, description="Noise seed (a different seed gives a different π_t).")
     scale: float = Field(
-        0.5, gt=0, description="Noise std as a multiple of each weight tensor's own std."
+        0.5, le=100.0, gt=0, description="Noise std as a multiple of each weight tensor's own std."
     )
 
 
@@ -70,9 +70,9 @@ class GenerateSpec(SpecModel):
         None, description="Split of a dataset directory (a datasets save_to_disk DatasetDict, or a local dir with "
         "train/test files). Not for single files.",
     )
-    num_samples: int | None = Field(None, ge=1, description="Prompts to generate for, from the start index; null = all.")
+    num_samples: int | None = Field(None, le=MAX_RECORDS, ge=1, description="Prompts to generate for, from the start index; null = all.")
     start_idx: int | None = Field(
-        None, ge=0,
+        None, le=MAX_RECORDS, ge=0,
         description="First dataset row to generate for (default 0). A rerun of the same spec always "
         "resumes after the last complete sample already written.",
     )
@@ -99,20 +99,20 @@ class GenerateSpec(SpecModel):
         "this × the larger KL (+ 1e-6) is re-solved exactly on the full vocabulary.",
     )
     # -- decoding
-    batch_size: int = Field(8, ge=1, description="Prompts decoded together (one output flush per batch).")
-    max_new_tokens: int = Field(256, ge=1, description="Generation cap per response.")
-    temperature: float = Field(1.0, gt=0, description="Applied to both models' logits before mixing.")
+    batch_size: int = Field(8, le=MAX_BATCH, ge=1, description="Prompts decoded together (one output flush per batch).")
+    max_new_tokens: int = Field(256, le=MAX_TOKENS, ge=1, description="Generation cap per response.")
+    temperature: float = Field(1.0, le=MAX_TEMPERATURE, gt=0, description="Applied to both models' logits before mixing.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling on q* (1 = off).")
-    top_k: int = Field(0, ge=0, description="Top-k on q* (0 = off).")
-    seed: int = Field(0, description="Sampling seed (per batch: seed + first sample_idx, so resume is reproducible).")
+    top_k: int = Field(0, le=10_000_000, ge=0, description="Top-k on q* (0 = off).")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Sampling seed (per batch: seed + first sample_idx, so resume is reproducible).")
     max_prompt_tokens: int | None = Field(
-        None, ge=1, description="Keep only the last N prompt tokens (null = no limit)."
+        None, le=MAX_TOKENS, ge=1, description="Keep only the last N prompt tokens (null = no limit)."
     )
     # -- outputs
     token_diagnostics: bool = Field(
         True, description="Also store per-token α/ESS/KL arrays in the .diagnostics.jsonl records."
     )
-    log_examples: int = Field(5, ge=0, description="Generated samples logged to MLflow as a table.")
+    log_examples: int = Field(5, le=10_000, ge=0, description="Generated samples logged to MLflow as a table.")
 
     @model_validator(mode="after")
     def _perturb_needs_no_target(self) -> GenerateSpec:

@@ -7,15 +7,24 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import SEED_MAX, SpecModel
 from registry.spec.data import DataSpec
 from registry.spec.entropy import EntropySpec
 from registry.spec.eval import EvalSpec
 from registry.spec.generate import GenerateSpec
+from registry.spec.limits import (
+    MAX_EXPERIMENT_NAME_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_TAGS,
+    TAG_PREFIX,
+    check_experiment_name,
+    check_mlflow_key,
+)
 from registry.spec.merge import MergeSpec
 from registry.spec.model import ModelSpec
 from registry.spec.reward import RewardSpec
 from registry.spec.sft import SFTSpec
+from registry.spec.tracking import TrackingSpec
 from registry.spec.train import TrainSpec
 
 SPEC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -37,11 +46,21 @@ class Spec(SpecModel):
 
     name: str = Field(description="Spec name; defaults to the file name without .yaml (never inherited).")
     extends: str | None = Field(None, description="Parent spec name this one is merged over.")
-    description: str = Field("", description="What this experiment tests, in a sentence.")
-    experiment: str = Field("rl-registry", description="MLflow experiment the runs land in.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags on the parent run.")
+    description: str = Field(
+        "", max_length=MAX_TAG_VALUE_LENGTH, description="What this experiment tests, in a sentence (the run's note)."
+    )
+    experiment: str = Field(
+        "rl-registry", min_length=1, max_length=MAX_EXPERIMENT_NAME_LENGTH,
+        description="MLflow experiment the runs land in (1-500 characters, MLflow's limit).",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_TAGS,
+        description="Extra MLflow tags on the parent run, stored as `spec.tag.<key>`: at most 100; keys of "
+        "letters, digits, _ - . : / and spaces, at most 241 characters; values at most 8000 characters. "
+        "Values of secret-looking keys (token, password, api_key…) are stored as ***.",
+    )
     seed: int = Field(
-        42,
+        42, ge=0, le=SEED_MAX,
         description="The run's seed: train.seed and eval.seed default to it (rollout sampling, prompt order, "
         "eval sampling). convert (data.seed), sft (sft.seed) and the tiny base model (model.tiny.seed) keep "
         "their own seeds, so they are shared across seeds (docs/seeds.md).",
@@ -60,13 +79,38 @@ class Spec(SpecModel):
     eval: EvalSpec | None = Field(None, description="eval stage: tool-call accuracy with repeats.")
     entropy: EntropySpec | None = Field(None, description="entropy stage: entropy after tool calls.")
     generate: GenerateSpec | None = Field(None, description="generate stage: q* optimal sampling.")
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="What rlreg records besides the stages' metrics (system metrics)."
+    )
 
     @field_validator("name")
     @classmethod
     def _name_shape(cls, v: str) -> str:
         if not SPEC_NAME_RE.match(v):
             raise ValueError(f"'{v}' is not a valid spec name (use letters, digits, '.', '_', '-')")
+        if len(v) > 200:
+            raise ValueError(f"the spec name is {len(v)} characters (use at most 200)")
         return v
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_name(cls, v: str) -> str:
+        wrong = check_experiment_name(v)
+        if wrong:
+            raise ValueError(wrong)
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_fit_mlflow(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            wrong = check_mlflow_key(key, TAG_PREFIX)
+            if wrong:
+                raise ValueError(wrong)
+            if len(value) > MAX_TAG_VALUE_LENGTH:
+                raise ValueError(f"tags.{key}: the value is {len(value)} characters; MLflow keeps "
+                                 f"{MAX_TAG_VALUE_LENGTH} (shorten it, or put the text in `description`)")
+        return tags
 
     @model_validator(mode="after")
     def _stage_seeds(self) -> "Spec":

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import MAX_BATCH, MAX_RECORDS, MAX_STEPS, MAX_TOKENS, SEED_MAX, SpecModel
 
 
 class SFTSpec(SpecModel):
@@ -16,15 +16,15 @@ class SFTSpec(SpecModel):
     rendered with the model's chat template. Defaults warm-start the CPU demo's tiny model
     (docs/models.md has the measured format and reward rates)."""
 
-    max_steps: int = Field(600, ge=1, description="Optimizer steps (for a tiny model, the number of updates matters more than the batch size).")
-    batch_size: int = Field(8, ge=1, description="Sequences per micro-batch.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x grad_accum).")
-    lr: float = Field(3e-3, gt=0, description="Peak learning rate (3e-3 suits a tiny model from scratch; ~1e-5 for a real one).")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_steps: int = Field(600, le=MAX_STEPS, ge=1, description="Optimizer steps (for a tiny model, the number of updates matters more than the batch size).")
+    batch_size: int = Field(8, le=MAX_BATCH, ge=1, description="Sequences per micro-batch.")
+    grad_accum: int = Field(1, le=100_000, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x grad_accum).")
+    lr: float = Field(3e-3, le=1.0, gt=0, description="Peak learning rate (3e-3 suits a tiny model from scratch; ~1e-5 for a real one).")
+    weight_decay: float = Field(0.0, le=10.0, ge=0, description="AdamW weight decay.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="LR schedule after warmup (cosine decays to 0 at max_steps).")
-    warmup_steps: int = Field(10, ge=0, description="Linear warmup steps.")
-    max_length: int = Field(512, ge=16, description="Skip conversations longer than this many tokens (counted in the stage info).")
-    grad_clip: float = Field(1.0, gt=0, description="Max gradient norm.")
+    warmup_steps: int = Field(10, le=MAX_STEPS, ge=0, description="Linear warmup steps.")
+    max_length: int = Field(512, le=MAX_TOKENS, ge=16, description="Skip conversations longer than this many tokens (counted in the stage info).")
+    grad_clip: float = Field(1.0, le=1e6, gt=0, description="Max gradient norm.")
     train_on: Literal["all_assistant", "last_assistant"] = Field(
         "all_assistant",
         description="Assistant turns in the loss: every one (earlier tool-calling turns too) or only the final answer.",
@@ -32,11 +32,11 @@ class SFTSpec(SpecModel):
     group_by_length: bool = Field(
         True, description="Batch examples of similar length together (less padding, same data per epoch)."
     )
-    eval_every: int = Field(100, ge=1, description="Evaluate test loss every N steps (and at the end).")
-    eval_samples: int = Field(64, ge=1, description="Test records used for the eval loss.")
-    format_samples: int = Field(32, ge=0, description="Test prompts answered greedily at the end to measure sft/format_rate and sft/reward_rate (0: skip).")
-    save_every: int = Field(200, ge=1, description="Checkpoint every N steps into the stage's work dir; a rerun resumes from the newest.")
-    seed: int = Field(0, description="Data order and dropout seed.")
+    eval_every: int = Field(100, le=MAX_STEPS, ge=1, description="Evaluate test loss every N steps (and at the end).")
+    eval_samples: int = Field(64, le=MAX_RECORDS, ge=1, description="Test records used for the eval loss.")
+    format_samples: int = Field(32, le=MAX_RECORDS, ge=0, description="Test prompts answered greedily at the end to measure sft/format_rate and sft/reward_rate (0: skip).")
+    save_every: int = Field(200, le=MAX_STEPS, ge=1, description="Checkpoint every N steps into the stage's work dir; a rerun resumes from the newest.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Data order and dropout seed.")
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "SFTSpec":

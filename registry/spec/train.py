@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import MAX_BATCH, MAX_RECORDS, MAX_STEPS, MAX_TEMPERATURE, MAX_TOKENS, SEED_MAX, SpecModel
 from registry.spec.verl import VerlSpec
 
 EGPO_ESTIMATORS = ("egpo", "egpo_token")
@@ -23,10 +23,10 @@ class AlgorithmSpec(SpecModel):
     )
     norm_adv_by_std_in_grpo: bool = Field(True, description="Divide by the group std (false: mean-centre only).")
     egpo_lambda: float | None = Field(
-        None, ge=0, description="EGPO λ: bonus = min(λ·H, |A|/α). Only for egpo estimators (default 0.4)."
+        None, le=100.0, ge=0, description="EGPO λ: bonus = min(λ·H, |A|/α). Only for egpo estimators (default 0.4)."
     )
     egpo_alpha: float | None = Field(
-        None, gt=1, description="EGPO α (>1 so the bonus never flips a sign). Only for egpo estimators (default 2.0)."
+        None, le=1000.0, gt=1, description="EGPO α (>1 so the bonus never flips a sign). Only for egpo estimators (default 2.0)."
     )
     entropy_scope: Literal["think", "response"] | None = Field(
         None,
@@ -36,11 +36,11 @@ class AlgorithmSpec(SpecModel):
         "(Hao et al.), `response` for `egpo_token` (Cheng et al.). hardtry's verl8 ran `egpo` with `response`.",
     )
     use_kl_loss: bool = Field(True, description="Add a KL loss against the frozen reference policy.")
-    kl_loss_coef: float = Field(0.001, ge=0, description="KL loss weight.")
+    kl_loss_coef: float = Field(0.001, le=100.0, ge=0, description="KL loss weight.")
     kl_loss_type: Literal["low_var_kl", "kl", "mse"] = Field("low_var_kl", description="KL estimator.")
-    entropy_coeff: float = Field(0.0, description="Entropy regularisation weight (verl's entropy_coeff).")
-    clip_ratio_low: float = Field(0.20, ge=0, description="PPO clip ε below 1.")
-    clip_ratio_high: float = Field(0.28, ge=0, description="PPO clip ε above 1 (clip-higher).")
+    entropy_coeff: float = Field(0.0, ge=-1.0, le=1.0, description="Entropy regularisation weight (verl's entropy_coeff).")
+    clip_ratio_low: float = Field(0.20, gt=0, lt=1.0, description="PPO clip ε below 1: ratios under 1 - ε are clipped, in (0, 1).")
+    clip_ratio_high: float = Field(0.28, gt=0, le=10.0, description="PPO clip ε above 1 (clip-higher), in (0, 10].")
     loss_agg_mode: Literal["token-mean", "seq-mean-token-mean"] = Field("token-mean", description="Loss aggregation.")
 
     @model_validator(mode="after")
@@ -64,19 +64,19 @@ class AlgorithmSpec(SpecModel):
 class RolloutSpec(SpecModel):
     """Sampling of the responses that get scored."""
 
-    n: int = Field(4, ge=1, description="Responses sampled per prompt (group size).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    n: int = Field(4, le=1024, ge=1, description="Responses sampled per prompt (group size).")
+    temperature: float = Field(1.0, le=MAX_TEMPERATURE, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
-    max_prompt_length: int = Field(9216, ge=8, description="Longer prompts are filtered out.")
-    max_response_length: int = Field(1024, ge=1, description="New tokens per response.")
+    max_prompt_length: int = Field(9216, le=MAX_TOKENS, ge=8, description="Longer prompts are filtered out.")
+    max_response_length: int = Field(1024, le=MAX_TOKENS, ge=1, description="New tokens per response.")
 
 
 class OptimizerSpec(SpecModel):
-    lr: float = Field(1e-6, gt=0, description="Actor learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    lr: float = Field(1e-6, le=1.0, gt=0, description="Actor learning rate.")
+    weight_decay: float = Field(0.01, le=10.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, le=MAX_STEPS, ge=0, description="Linear warmup steps.")
     schedule: Literal["constant", "cosine"] = Field("constant", description="LR schedule after warmup.")
-    grad_clip: float = Field(1.0, gt=0, description="Max gradient norm.")
+    grad_clip: float = Field(1.0, le=1e6, gt=0, description="Max gradient norm.")
 
 
 class TrainSpec(SpecModel):
@@ -87,32 +87,33 @@ class TrainSpec(SpecModel):
     algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
-    train_batch_size: int = Field(64, ge=1, description="Prompts per training step.")
-    ppo_mini_batch_size: int = Field(64, ge=1, description="Prompts per optimizer mini-batch.")
-    ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
-    total_epochs: int = Field(1, ge=1, description="Passes over the training data.")
-    total_training_steps: int | None = Field(None, ge=1, description="Stop after this many steps (null: epochs decide).")
-    save_freq: int = Field(50, ge=-1, description="Checkpoint every N steps (-1: never).")
-    test_freq: int = Field(50, ge=-1, description="Validate every N steps (-1: never).")
+    train_batch_size: int = Field(64, le=MAX_BATCH, ge=1, description="Prompts per training step.")
+    ppo_mini_batch_size: int = Field(64, le=MAX_BATCH, ge=1, description="Prompts per optimizer mini-batch.")
+    ppo_epochs: int = Field(1, le=1000, ge=1, description="Passes over each rollout batch.")
+    total_epochs: int = Field(1, le=100_000, ge=1, description="Passes over the training data.")
+    total_training_steps: int | None = Field(None, le=MAX_STEPS, ge=1, description="Stop after this many steps (null: epochs decide).")
+    save_freq: int = Field(50, le=MAX_STEPS, ge=-1, description="Checkpoint every N steps (-1: never).")
+    test_freq: int = Field(50, le=MAX_STEPS, ge=-1, description="Validate every N steps (-1: never).")
     seed: int = Field(
-        42, description="Training seed: rollout sampling and prompt order (verl: data and rollout seeds). "
-        "Unset in a spec: the spec's top-level `seed`."
+        42, ge=0, le=SEED_MAX,
+        description="Training seed: rollout sampling and prompt order (verl: data and rollout seeds). "
+        "Unset in a spec: the spec's top-level `seed`.",
     )
     micro_batch_size: int | None = Field(
-        None,
+        None, le=MAX_BATCH,
         ge=1,
         description="builtin: responses per forward/backward pass (gradient accumulation inside a "
         "mini-batch, and the chunk for old/reference log-probs); null = a whole mini-batch at once. "
         "Lower it when GPU memory runs out; the result does not change.",
     )
     generation_batch_size: int | None = Field(
-        None,
+        None, le=MAX_BATCH,
         ge=1,
         description="builtin: sequences per `generate` call during rollout; null = all "
         "train_batch_size × rollout.n at once.",
     )
     val_max_prompts: int = Field(
-        64, ge=1, description="builtin: test-split prompts scored greedily every `test_freq` steps."
+        64, le=MAX_RECORDS, ge=1, description="builtin: test-split prompts scored greedily every `test_freq` steps."
     )
     verl: VerlSpec = Field(default_factory=VerlSpec, description="verl launch settings (backend: verl).")
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from registry.spec.base import SpecModel
+from registry.spec.base import MAX_BATCH, MAX_TIMEOUT_S, SpecModel
 
 # A dotted Hydra key, optionally prefixed with + (add), ++ (add or override) or ~ (delete).
 _OVERRIDE_KEY_RE = re.compile(r"^(\+\+|\+|~)?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -27,8 +27,8 @@ class VerlSpec(SpecModel):
         description="Python interpreter of the environment where verl is installed (created by "
         "scripts/setup-verl-venv.sh). Relative paths resolve from the project root; $VAR is expanded.",
     )
-    nnodes: int = Field(1, ge=1, description="trainer.nnodes: machines in the Ray cluster.")
-    n_gpus_per_node: int = Field(4, ge=1, description="trainer.n_gpus_per_node")
+    nnodes: int = Field(1, le=4096, ge=1, description="trainer.nnodes: machines in the Ray cluster.")
+    n_gpus_per_node: int = Field(4, le=64, ge=1, description="trainer.n_gpus_per_node")
     ray_address: str | None = Field(
         None,
         description="Existing Ray cluster address (e.g. `ray://head:10001` or `auto`); "
@@ -42,9 +42,9 @@ class VerlSpec(SpecModel):
         "bfloat16", description="actor_rollout_ref.rollout.dtype"
     )
     gpu_memory_utilization: float = Field(0.6, gt=0, le=1, description="Rollout engine GPU memory share.")
-    tensor_model_parallel_size: int = Field(1, ge=1, description="Rollout tensor parallel size.")
+    tensor_model_parallel_size: int = Field(1, le=64, ge=1, description="Rollout tensor parallel size.")
     ppo_micro_batch_size_per_gpu: int = Field(
-        1, ge=1, description="Micro batch per GPU for the actor update and the ref/rollout log-prob passes."
+        1, le=MAX_BATCH, ge=1, description="Micro batch per GPU for the actor update and the ref/rollout log-prob passes."
     )
     param_offload: bool = Field(True, description="FSDP parameter offload (actor and ref).")
     optimizer_offload: bool = Field(True, description="FSDP optimizer-state offload (actor and ref).")
@@ -56,7 +56,7 @@ class VerlSpec(SpecModel):
     filter_overlong_prompts: bool = Field(True, description="data.filter_overlong_prompts: drop prompts that are too long.")
     val_before_train: bool = Field(True, description="trainer.val_before_train")
     max_actor_ckpt_to_keep: int | None = Field(
-        2, ge=1, description="trainer.max_actor_ckpt_to_keep (older global_step_N dirs are deleted); null = keep all."
+        2, le=10_000, ge=1, description="trainer.max_actor_ckpt_to_keep (older global_step_N dirs are deleted); null = keep all."
     )
     checkpoint_dir: str | None = Field(
         None,
@@ -67,7 +67,7 @@ class VerlSpec(SpecModel):
         "auto", description="trainer.resume_mode; `auto` continues from the newest checkpoint in checkpoint_dir."
     )
     timeout_s: int | None = Field(
-        None, ge=1, description="Kill verl after this many seconds (the stage then fails); null = no limit."
+        None, le=MAX_TIMEOUT_S, ge=1, description="Kill verl after this many seconds (the stage then fails); null = no limit."
     )
     verl_overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -80,7 +80,11 @@ class VerlSpec(SpecModel):
     @field_validator("verl_overrides")
     @classmethod
     def _override_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > 1000:
+            raise ValueError(f"verl_overrides has {len(value)} keys (at most 1000; model the rest in the spec)")
         for key in value:
+            if len(key) > 200:  # becomes an MLflow param key train.verl.verl_overrides.<key> (≤ 250)
+                raise ValueError(f"verl_overrides key '{key[:40]}…' is {len(key)} characters (at most 200; shorten it)")
             if not _OVERRIDE_KEY_RE.match(key):
                 raise ValueError(
                     f"verl_overrides key '{key}' is not a dotted verl key "

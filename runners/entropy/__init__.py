@@ -237,9 +237,9 @@ def _figure(records: list[dict], path: Path, ctx: StageContext) -> Path:
 
 
 def _progress_bar(total: int, label: str) -> Any:
-    from tqdm.auto import tqdm
+    from registry.progress import progress
 
-    return tqdm(total=total, desc=f"entropy {label}", unit="conv", leave=False)
+    return progress(total, desc=f"entropy {label}", unit="conv", leave=False)
 
 
 def _advance(bar: Any) -> Callable[[int, int], None]:

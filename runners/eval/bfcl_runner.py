@@ -13,6 +13,11 @@ log paths in the message. A repeat whose every request failed ("Error during inf
 results: BFCL would score the outage as a 0 % model) counts as failed; single request errors are
 counted in ``eval/inference_errors``. A started server that died during the runs fails the stage.
 The server is stopped in every case (``finally`` + process-group kill).
+
+Per-entry results: BFCL's own result and score JSON files of every finished repeat are logged as
+artifacts (``eval/bfcl/repeat_<r>/result/…``, ``…/score/…``; the work dir is wiped by the next
+run) and read into the ``eval/entries.json`` table (``runners.eval.entries``: id, category, valid,
+error type, model response), which the paired comparison reads.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from urllib.parse import urlparse
 from registry.context import StageContext, StageResult
 from registry.errors import MissingExtra
 from registry.spec.eval import BfclSpec, EvalSpec
+from runners.eval import entries
 from runners.eval.bfcl_match import category_of
 from runners.eval.scores import INFERENCE_ERROR, inference_errors, repeat_metrics
 from runners.eval.server import (
@@ -173,12 +179,19 @@ def run_bfcl(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> Stage
 
 
 def _log_repeats(ctx: StageContext, outcomes: list[RepeatOutcome]) -> None:
+    rows = []
     for o in outcomes:
         if o.ok:
             ctx.tracker.log_metrics({**o.metrics, "eval/repeat_seconds": o.seconds}, step=o.repeat)
         dest = f"eval/bfcl/repeat_{o.repeat}"
         for path in sorted((o.root / "score").glob("data_*.csv")) + sorted(o.root.glob("*.log")):
             ctx.tracker.log_artifact(path, dest)
+        for path, rel in entries.bfcl_files(o.root):
+            ctx.tracker.log_artifact(path, f"{dest}/{rel}")
+        if o.ok:
+            rows += entries.bfcl_rows(o.root, o.repeat)
+    if rows:
+        ctx.tracker.log_table(rows, entries.ARTIFACT)
     ctx.tracker.flush()
 
 
@@ -204,6 +217,9 @@ def _finish(stage_spec: EvalSpec, ctx: StageContext, outcomes: list[RepeatOutcom
         dest.mkdir(parents=True, exist_ok=True)
         for path in (o.root / "score").glob("data_*.csv"):
             shutil.copy2(path, dest / path.name)
+        for path, rel in entries.bfcl_files(o.root):  # BFCL's per-entry files survive the next run here
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest / rel / path.name)
     info = {"repeats": len(outcomes), "failed": [o.repeat for o in failed],
             "accuracy": f"{agg.get('eval/accuracy_mean', float('nan')):.3f}"}
     return StageResult(outputs={"scores": scores_dir}, metrics=agg, info=info)

@@ -2,8 +2,10 @@
 
 Logged to the eval child run: per repeat ``eval/<metric>`` at step r; the aggregate
 ``eval/<metric>_mean|_std|_ci95_low|_ci95_high`` and ``eval/repeats`` are returned as
-``StageResult.metrics``, which the pipeline logs to this run and copies to the parent run; the per-sample predictions as an MLflow table ``eval/predictions.json`` and the
-output file ``predictions.jsonl``; ``eval/summary.json``.
+``StageResult.metrics``, which the pipeline logs to this run (and the mean to the parent run); the
+per-entry results (entry × repeat) as the MLflow table ``eval/entries.json`` (``runners.eval.entries``:
+stable ``entry_id``, correctness, reward, response, parsed calls, prompt text) and the output file
+``predictions.jsonl`` (the same rows); ``eval/summary.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from registry.context import StageContext, StageResult
 from registry.spec.eval import EvalSpec
 from runners.eval import bfcl_data
+from runners.eval.entries import ARTIFACT as ENTRIES_ARTIFACT
+from runners.eval.entries import builtin_rows as entry_rows
 from runners.eval.generation import cpu_threads_for, generate, prompt_texts
 from runners.eval.records import EvalRecord, load_convert_split
 from runners.eval.scoring import score_sample
@@ -105,13 +109,8 @@ def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> St
         }
         ctx.tracker.log_metrics(metrics, step=r)
         per_repeat.append(metrics)
-        rows += [
-            {"prompt_id": rec.id, "repeat": r, "seed": seed, "response": g.text, "parsed_calls": s.calls,
-             "expected": s.expected, "score": s.score, "format_valid": s.format_valid,
-             "tool_name_correct": s.tool_name_correct, "args_correct": s.args_correct, "error": s.error,
-             "response_tokens": g.num_tokens}
-            for rec, g, s in zip(records, generations, scores)
-        ]
+        # reward = the score: the spec's reward for convert-split records, format + AST match for BFCL ones
+        rows += entry_rows(records, prompts, generations, scores, [s.score for s in scores], r, seed)
     elapsed = time.monotonic() - started
 
     agg = aggregate(per_repeat, stage_spec.confidence)
@@ -121,7 +120,7 @@ def run_builtin(stage_spec: EvalSpec, ctx: StageContext, model_path: Path) -> St
     with predictions.open("w") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    ctx.tracker.log_table(rows, "eval/predictions.json")
+    ctx.tracker.log_table(rows, ENTRIES_ARTIFACT)
     ctx.tracker.log_dict(summary_table(per_repeat, stage_spec.confidence), "eval/summary.json")
     ctx.tracker.flush()
     info = {"records": len(records), "repeats": stage_spec.repeats, "eval_set": source,

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from registry.redact import redact_file
 from registry.spec.eval import BfclSpec
 
 LOG_TAIL_CHARS = 3000
@@ -91,6 +92,7 @@ def run_logged(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | Non
     finally:
         if proc.poll() is None:
             stop_group(proc, grace_s=10)
+        redact_file(log_path)
 
 
 def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
@@ -164,6 +166,7 @@ class VllmServer:
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc)
+            redact_file(self.log_path)  # vLLM prints its args (an --api-key too)
 
     def __exit__(self, *exc) -> None:
         self.stop()

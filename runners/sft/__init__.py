@@ -79,7 +79,7 @@ def eval_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int,
 
 
 def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
-    from tqdm import tqdm
+    from registry.progress import progress
 
     spec, model_spec = stage_spec, ctx.spec.model
     if model_spec is None:
@@ -126,7 +126,7 @@ def run(stage_spec: SFTSpec, ctx: StageContext) -> StageResult:
                      micro_batches=spec.grad_accum, group_by_length=spec.group_by_length)
     recent: list[float] = []
     last_eval = None
-    bar = tqdm(total=spec.max_steps, initial=step, desc="sft", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    bar = progress(spec.max_steps, step, desc="sft", unit="step")  # a line every 10 % when not a terminal
     while step < spec.max_steps:
         started = time.perf_counter()
         micro = [

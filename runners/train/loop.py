@@ -236,11 +236,9 @@ def _validate(model, tokenizer, prompts, spec: TrainSpec, reward_fn, device) -> 
 
 
 def _progress(total: int, initial: int) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is a dependency, but a missing bar must never stop training
-        return None
-    return tqdm(total=total, initial=initial, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    from registry.progress import progress  # a bar on a terminal, a line every 10 % in a log
+
+    return progress(total, initial, desc="train", unit="step")
 
 
 def _finish(ctx: StageContext, model, tokenizer, history: MetricsHistory, ckpt_root: Path, plan: Plan,

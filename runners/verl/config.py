@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from registry import redact
 from runners.reward_file import verl_reward_config
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class VerlLaunchConfig:
     def write(self, config_dir: Path) -> Path:
         config_dir.mkdir(parents=True, exist_ok=True)
         path = config_dir / f"{CONFIG_NAME}.yaml"
-        path.write_text(self.file_text())
+        redact.write_text(path, self.file_text())  # secrets never on disk (docs/operations.md)
         return path
 
 

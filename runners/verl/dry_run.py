@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from registry import redact
 from registry.store import stage_store_root
 from runners.verl.compose import (
     PROJECT_ROOT,
@@ -102,15 +103,16 @@ def describe_data(train: TrainSpec, spec: Spec) -> dict[str, Any]:
     }
     out.mkdir(parents=True, exist_ok=True)
     data["files"]["config"] = str(plan.launch.write(out))
-    (out / "command.txt").write_text(shlex.join(plan.argv) + "\n")
-    (out / "overrides.txt").write_text("".join(o + "\n" for o in plan.launch.overrides))
+    # the dry-run files are written masked, like the run's (registry/redact.py)
+    redact.write_text(out / "command.txt", shlex.join(redact.redact_argv(plan.argv)) + "\n")
+    redact.write_text(out / "overrides.txt", "".join(o + "\n" for o in plan.launch.overrides))
     data["files"]["command"] = str(out / "command.txt")
     if verl_available(python):
         (result,) = run_checks(python, [check_request(plan.launch, out, with_defaults=True)])
         composed = composed_or_raise(result, plan.launch, spec.name)  # the exact Error verl's checks give
         composed.pop("_rlreg_note", None)
         path = out / "composed_config.yaml"
-        path.write_text(yaml.safe_dump(composed, sort_keys=False))
+        redact.write_text(path, yaml.safe_dump(composed, sort_keys=False))
         data["files"]["composed_config"] = str(path)
         data["composed"] = True
         diff = config_diff(composed, result.get("defaults") or {})

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from registry.redact import redact_argv, redact_text
 from runners.verl.config import CONFIG_NAME, EGPO_PLUGIN_MODULE
 
 MAIN_MODULE = "verl.trainer.main_ppo"
@@ -115,7 +116,7 @@ def launch(
     result = LaunchResult(returncode=-1, log_path=log_path)
     start = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"# rlreg: {' '.join(argv)}\n")
+        log.write(f"# rlreg: {' '.join(redact_argv(argv))}\n")
         log.flush()
         proc = subprocess.Popen(
             argv,
@@ -140,6 +141,7 @@ def launch(
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
+                line = redact_text(line)  # verl prints its config; the log and console get it masked
                 console.write(line)
                 console.flush()
                 log.write(line)

@@ -65,7 +65,7 @@ def run(stage_spec: MergeSpec, ctx: StageContext) -> StageResult:
     manifest_path = ctx.out_dir / "model_manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2))
     mode = log_model(ctx, stage_spec, target, manifest_path, manifest)
-    ctx.tracker.set_tags({"rlreg.merge.step": step, "rlreg.model.path": str(target.resolve()), "rlreg.model.log_mode": mode})
+    ctx.tracker.set_tags({"rlreg.merge.step": step, "rlreg.model.path": str(ctx.durable(target)), "rlreg.model.log_mode": mode})
     return StageResult(
         outputs={"model": target, "manifest": manifest_path},
         metrics={"merge/step": float(step), "merge/model_mb": manifest["total_bytes"] / 2**20},
@@ -111,32 +111,28 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def log_model(ctx: StageContext, spec: MergeSpec, model_dir: Path, manifest_path: Path, manifest: dict[str, Any]) -> str:
-    """Log the model per ``log_mode``; register it when asked. Returns the mode used."""
+    """Log the model per ``log_mode`` (run artifacts) and as an MLflow pyfunc LoggedModel
+    (runners/common/mlflow_model.py); register it when asked. Returns the mode used."""
     mode = spec.log_mode
     if mode == "auto":
         mode = "copy" if manifest["total_bytes"] <= AUTO_COPY_MAX_BYTES else "reference"
     ctx.tracker.log_artifact(manifest_path, "model")
     if mode == "copy":
         ctx.tracker.log_artifacts(model_dir, "model/files")
-    if spec.register_model:
-        _register(ctx, spec, model_dir, mode)
-    return mode
-
-
-def _register(ctx: StageContext, spec: MergeSpec, model_dir: Path, mode: str) -> None:
     client = getattr(ctx.tracker, "client", None)
     if client is None:
-        return
-    name = spec.registered_name or ctx.spec.name
-    if mode == "copy":
-        run = client.get_run(ctx.tracker.run_id)
-        source = f"{run.info.artifact_uri}/model/files"
-    else:
-        source = model_dir.resolve().as_uri()
-    from mlflow.exceptions import MlflowException
+        return mode
+    from runners.common import mlflow_model
 
-    try:
-        client.get_registered_model(name)
-    except MlflowException:  # not registered yet
-        client.create_registered_model(name)
-    client.create_model_version(name, source=source, run_id=ctx.tracker.run_id)
+    run_id = ctx.tracker.run_id
+    logged = mlflow_model.log_pyfunc(client, run_id, model_dir, manifest_path, mode, ctx.durable(model_dir),
+                                     tags={"rlreg.spec": ctx.spec.name, "rlreg.model_log_mode": mode})
+    ctx.tracker.set_tags({"rlreg.logged_model": logged.model_id})
+    if spec.register_model:
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+        name = spec.registered_name or mlflow_model.registered_name_for(experiment)
+        tags = {"rlreg.model_path": str(ctx.durable(model_dir)), "rlreg.manifest_sha256": manifest["sha256"],
+                "rlreg.spec": ctx.spec.name, **mlflow_model.lineage(client, run_id)}
+        version = mlflow_model.register(client, name, logged, run_id, tags, spec.alias)
+        ctx.tracker.set_tags({"rlreg.registered_model": f"{name}/{version.version}"})
+    return mode

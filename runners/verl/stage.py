@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from registry import redact
 from registry.context import StageResult
 from registry.errors import UsageError
 from runners.verl import checkpoints, history
@@ -112,9 +113,10 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     )
     plan.launch.write(config_dir)
     composed = check_config(plan.launch, plan.python, spec_name=ctx.spec.name, config_dir=config_dir)
-    (config_dir / "composed_config.yaml").write_text(yaml.safe_dump(composed, sort_keys=False))
-    (config_dir / "overrides.txt").write_text("".join(o + "\n" for o in plan.launch.overrides))
-    (config_dir / "command.txt").write_text(shlex.join(plan.argv) + "\n")
+    # what rlreg writes is masked (registry/redact.py); verl itself gets the real argv in memory
+    redact.write_text(config_dir / "composed_config.yaml", yaml.safe_dump(composed, sort_keys=False))
+    redact.write_text(config_dir / "overrides.txt", "".join(o + "\n" for o in plan.launch.overrides))
+    redact.write_text(config_dir / "command.txt", shlex.join(redact.redact_argv(plan.argv)) + "\n")
     ctx.tracker.log_artifacts(config_dir, "verl")
     ctx.tracker.set_tags(_tags(plan, train, ctx.spec, ctx.project_root))
 
