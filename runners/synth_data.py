@@ -185,8 +185,10 @@ def _tools_for(r: random.Random, used: list[str], distractors: int = 2) -> list[
     return [TOOLS[n] for n in names]
 
 
-def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two_call_fraction: float = 0.2) -> dict:
-    """Record ``index`` of the dataset for ``seed`` (independent of the other records)."""
+def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two_call_fraction: float = 0.2,
+                distractor_tools: int = 2) -> dict:
+    """Record ``index`` of the dataset for ``seed`` (independent of the other records); the tools
+    offered are the needed ones plus ``distractor_tools`` others."""
     r = random.Random(f"rlreg-synth:{seed}:{index}")
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPT}]
     roll = r.random()
@@ -209,23 +211,24 @@ def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two
         messages.append({"role": "user", "content": text})
         used = [calls[0]["name"]]
     messages.append({"role": "assistant", "content": render_answer(reasoning, calls)})
-    return {"messages": messages, "tools": _tools_for(r, used)}
+    return {"messages": messages, "tools": _tools_for(r, used, distractor_tools)}
 
 
 def generate_records(num_records: int, seed: int, tool_response_fraction: float = 0.25,
-                     two_call_fraction: float = 0.2) -> Iterator[dict]:
+                     two_call_fraction: float = 0.2, distractor_tools: int = 2) -> Iterator[dict]:
     for i in range(num_records):
-        yield make_record(seed, i, tool_response_fraction, two_call_fraction)
+        yield make_record(seed, i, tool_response_fraction, two_call_fraction, distractor_tools)
 
 
 def write_json(path: str | Path, num_records: int, seed: int, tool_response_fraction: float = 0.25,
-               two_call_fraction: float = 0.2) -> Path:
+               two_call_fraction: float = 0.2, distractor_tools: int = 2) -> Path:
     """Write the dataset as one JSON array (one record per line), streaming: memory stays flat."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         f.write("[")
-        for i, rec in enumerate(generate_records(num_records, seed, tool_response_fraction, two_call_fraction)):
+        records = generate_records(num_records, seed, tool_response_fraction, two_call_fraction, distractor_tools)
+        for i, rec in enumerate(records):
             f.write(("\n" if i == 0 else ",\n") + json.dumps(rec, ensure_ascii=False))
         f.write("\n]\n")
     return path
@@ -238,11 +241,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tool-response-fraction", type=float, default=0.25,
                         help="fraction with an earlier tool call + tool response")
     parser.add_argument("--two-call-fraction", type=float, default=0.2, help="fraction answered with two calls")
+    parser.add_argument("--distractor-tools", type=int, default=2, help="tools offered beyond the needed ones")
     parser.add_argument("-o", "--output", required=True, help="output .json file (a JSON array)")
     args = parser.parse_args(argv)
-    if args.num_records < 1 or not (0 <= args.tool_response_fraction + args.two_call_fraction <= 1):
-        parser.error("--num-records must be >= 1 and the two fractions must sum to at most 1")
-    path = write_json(args.output, args.num_records, args.seed, args.tool_response_fraction, args.two_call_fraction)
+    if args.num_records < 1 or args.distractor_tools < 0 or not (0 <= args.tool_response_fraction + args.two_call_fraction <= 1):
+        parser.error("--num-records must be >= 1, --distractor-tools >= 0 and the two fractions must sum to at most 1")
+    path = write_json(args.output, args.num_records, args.seed, args.tool_response_fraction, args.two_call_fraction,
+                      args.distractor_tools)
     print(f"wrote {args.num_records} records to {path}")
 
 

@@ -139,7 +139,8 @@ def sft_model_dir(tmp_path_factory) -> Path:
 # demo-grpo.yaml), so run names, params and the EGPO diff are the shipped ones.
 DEMO_QUICK_OVERRIDES = {
     "sft": {"max_steps": 60, "batch_size": 16},
-    "train": {"total_training_steps": 3, "train_batch_size": 4, "ppo_mini_batch_size": 4, "save_freq": 2},
+    "train": {"total_training_steps": 3, "train_batch_size": 4, "ppo_mini_batch_size": 4, "save_freq": 2,
+              "rollout": {"n": 4}, "algorithm": {"filter_groups": {"max_num_gen_batches": 2}}},
     "eval": {"repeats": 2, "max_samples": 6},
 }
 
@@ -160,12 +161,13 @@ def demo_pair_store(tmp_path_factory):
     grpo = yaml.safe_load((ROOT / "specs" / "demo-grpo.yaml").read_text())
     (specs / "demo-grpo.yaml").write_text(yaml.safe_dump(deep_merge(grpo, DEMO_QUICK_OVERRIDES), sort_keys=False))
     shutil.copy(ROOT / "specs" / "demo-egpo.yaml", specs / "demo-egpo.yaml")
+    shutil.copy(ROOT / "specs" / "demo-sft.yaml", specs / "demo-sft.yaml")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RLREG_SPECS_DIR": str(specs),
            "RLREG_HOME": str(tmp / "home"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_RUN_ID", None)
     logs = {}
-    for name in ("demo-grpo", "demo-egpo"):
+    for name in ("demo-grpo", "demo-egpo", "demo-sft"):
         r = subprocess.run(["mlflow", "run", str(ROOT), "-P", f"spec={name}", "--env-manager", "local",
                             "--experiment-name", "rlreg-demo"], env=env, capture_output=True, text=True, timeout=1800)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

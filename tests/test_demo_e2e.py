@@ -37,6 +37,7 @@ def test_every_run_finished_with_all_stages(demo_pair):
     assert {r.info.status for r in demo_pair["runs"]} == {"FINISHED"}
     for spec in ("demo-grpo", "demo-egpo"):
         assert set(stage_runs(demo_pair, spec)) == {"convert", "sft", "train", "merge", "eval"}
+    assert set(stage_runs(demo_pair, "demo-sft")) == {"convert", "sft", "eval"}
 
 
 def test_second_spec_reuses_convert_and_sft(demo_pair):
@@ -47,6 +48,21 @@ def test_second_spec_reuses_convert_and_sft(demo_pair):
     for stage in ("train", "merge", "eval"):
         assert "rlreg.cache_hit" not in egpo[stage].data.tags
     assert "cache hit" in demo_pair["logs"]["demo-egpo"]
+
+
+def test_sft_baseline_evaluates_the_shared_sft_model_on_the_same_prompts(demo_pair):
+    """demo-sft reuses demo-grpo's convert and sft (cache hits), and its eval scores that SFT model
+    on the same records with the same seeds as the RL evals, so RL vs SFT is a paired comparison."""
+    grpo, sft = stage_runs(demo_pair, "demo-grpo"), stage_runs(demo_pair, "demo-sft")
+    for stage in ("convert", "sft"):
+        assert sft[stage].data.tags["rlreg.cache_hit"] == grpo[stage].info.run_id
+    sft_model = json.loads(grpo["sft"].data.tags["rlreg.outputs"])["model"]["path"]
+    assert sft["eval"].data.params["model_path"] == sft_model
+    assert grpo["eval"].data.params["model_path"] != sft_model  # the RL eval scores the merged policy
+    for key in ("eval_set_digest", "num_records", "eval.seed", "eval.repeats", "eval.temperature"):
+        assert sft["eval"].data.params[key] == grpo["eval"].data.params[key], key
+    m = parents(demo_pair)["demo-sft"].data.metrics
+    assert 0 <= m["eval/accuracy_mean"] <= 1 and m["eval/repeats"] == 2
 
 
 def test_train_runs_differ_only_by_egpo_keys(demo_pair):
@@ -60,7 +76,8 @@ def test_train_runs_differ_only_by_egpo_keys(demo_pair):
 
 def test_entropy_curves_and_headline_metrics(demo_pair):
     client = demo_pair["client"]
-    for spec, parent in parents(demo_pair).items():
+    for spec in ("demo-grpo", "demo-egpo"):  # demo-sft has no train stage
+        parent = parents(demo_pair)[spec]
         train = stage_runs(demo_pair, spec)["train"]
         hist = client.get_metric_history(train.info.run_id, "actor/entropy")
         assert len(hist) == 3 and all(m.value > 0 for m in hist)

@@ -102,7 +102,7 @@ def test_diff_text_and_md_formats():
     assert "~ train.algorithm.adv_estimator" in r.output and "grpo  ->  egpo" in r.output
     assert "train.rollout.n" not in r.output
     r = CliRunner().invoke(main, ["diff", "demo-grpo", "demo-egpo", "--all", "--format", "md"])
-    assert "| `train.rollout.n` | 4 | 4 |" in r.output
+    assert "| `train.rollout.n` | 8 | 8 |" in r.output
 
 
 @pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy",
@@ -120,3 +120,14 @@ def test_show_resolved_prints_overrides():
     assert "# override train.algorithm.adv_estimator: grpo -> egpo" in r.output
     r = CliRunner().invoke(main, ["show", "demo-egpo", "--format", "json"])
     assert json.loads(r.output)["extends"] == "demo-grpo"
+
+
+def test_demo_sft_is_the_pairs_baseline_with_shared_convert_and_sft():
+    """demo-sft evaluates demo-grpo's SFT model: same convert/sft cache keys, same eval settings,
+    no train or merge (so the eval stage picks sft.model)."""
+    from registry.stages import stage_spec_payload
+
+    grpo, sft = load_spec("demo-grpo").spec, load_spec("demo-sft").spec
+    assert sft.stages() == ["convert", "sft", "eval"]
+    for stage in ("convert", "sft", "eval"):
+        assert stage_spec_payload(stage, sft) == stage_spec_payload(stage, grpo), stage

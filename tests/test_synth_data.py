@@ -131,3 +131,18 @@ def test_spec_rejects_fractions_over_one():
 
     with pytest.raises(ValidationError, match="at most 1"):
         SyntheticDataSpec(tool_response_fraction=0.7, two_call_fraction=0.5)
+
+
+def test_distractor_tools_sets_how_many_unneeded_tools_are_offered(tmp_path):
+    for k in (0, 2, 4):
+        for rec in S.generate_records(60, seed=3, distractor_tools=k):
+            offered = {t["function"]["name"] for t in rec["tools"]}
+            needed = {c["name"] for c in _final_calls(rec)}
+            if len(rec["messages"]) > 3:  # the earlier call's tool is offered too
+                needed |= {c["name"] for c in R.parse_tool_calls(rec["messages"][2]["content"])}
+            assert needed <= offered and len(offered - needed) == k
+    # the default stays 2: the dataset the earlier specs were measured on
+    assert list(S.generate_records(20, seed=0)) == list(S.generate_records(20, seed=0, distractor_tools=2))
+    out = tmp_path / "s.json"
+    S.main(["--num-records", "5", "--distractor-tools", "0", "-o", str(out)])
+    assert json.loads(out.read_text()) == list(S.generate_records(5, seed=0, distractor_tools=0))

@@ -246,3 +246,16 @@ def test_spec_error_names_the_spec_field_and_fix():
     assert isinstance(err, SpecError)
     assert str(err).startswith("spec 'verl8': train: verl 0.9.1 rejects the config (validate): real_train_batch_size (6)")
     assert "train.train_batch_size x train.rollout.n" in str(err)
+
+
+def test_filter_groups_maps_to_verls_dapo_keys(verl7):
+    """Dynamic sampling (spec train.algorithm.filter_groups) becomes verl's algorithm.filter_groups;
+    off by default (verl's own default), so the user's verl7 launch is unchanged."""
+    cfg = _build(verl7).config
+    assert cfg["algorithm"]["filter_groups"] == {"enable": False, "metric": "reward", "max_num_gen_batches": 10}
+    on = Spec.model_validate({**verl7.model_dump(mode="json", exclude={"extends"}), "train": {
+        **verl7.train.model_dump(mode="json"),
+        "algorithm": {**verl7.train.algorithm.model_dump(mode="json"),
+                      "filter_groups": {"enable": True, "max_num_gen_batches": 4}}}})
+    assert get_dotted(_build(on).config, "algorithm.filter_groups") == {
+        "enable": True, "metric": "reward", "max_num_gen_batches": 4}

@@ -55,7 +55,7 @@ def _variant(base: Spec, change: dict) -> Spec:
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
-    """verl7, verl8, a bad override key, an impossible batch size: one verl process for all four."""
+    """verl7, verl8, a bad override key, an impossible batch size, dynamic sampling: one verl process."""
     from runners.verl.compose import check_request, run_checks
 
     verl7 = load_spec(ROOT / "specs" / "verl7.yaml").spec
@@ -66,6 +66,7 @@ def checked(tmp_path_factory):
         "bad_key": _variant(verl8, {"train": {"verl": {"verl_overrides": {"actor_rollout_ref.actor.ppo_mini_batchsize": 8}}}}),
         # 6 prompts x 1 sample cannot be split over 4 GPUs
         "bad_batch": _variant(verl8, {"train": {"train_batch_size": 6, "ppo_mini_batch_size": 6, "rollout": {"n": 1}}}),
+        "dapo": _variant(verl7, {"train": {"algorithm": {"filter_groups": {"enable": True, "max_num_gen_batches": 4}}}}),
     }
     launches = {name: _launch_config(spec) for name, spec in cases.items()}
     requests = [check_request(launch, tmp_path_factory.mktemp(name)) for name, launch in launches.items()]
@@ -108,6 +109,16 @@ def test_verl8_composes_egpo_under_algorithm(checked):
     assert cfg7["algorithm"]["adv_estimator"] == "grpo" and "egpo" not in cfg7["algorithm"]
     assert cfg8["algorithm"]["adv_estimator"] == "egpo"
     assert cfg8["algorithm"]["egpo"] == {"lambda": 0.4, "alpha": 2.0, "entropy_scope": "response"}
+
+
+def test_filter_groups_compose_into_verls_dapo_config(checked):
+    """verl's own FilterGroupsConfig (``_target_`` from ppo_trainer.yaml) takes the mapped keys."""
+    cfg7, dapo = _composed(checked, "verl7"), _composed(checked, "dapo")
+    assert cfg7["algorithm"]["filter_groups"]["enable"] is False
+    fg = dapo["algorithm"]["filter_groups"]
+    assert fg["_target_"] == "verl.trainer.config.FilterGroupsConfig"
+    assert (fg["enable"], fg["metric"], fg["max_num_gen_batches"]) == (True, "reward", 4)
+    assert fg["max_inflight_gen_batches"] == 1  # verl's default, untouched
 
 
 def test_bad_verl_key_is_a_spec_error_with_the_fix(checked):

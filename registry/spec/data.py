@@ -22,6 +22,10 @@ class SyntheticDataSpec(SpecModel):
         0.2, ge=0.0, le=1.0,
         description="Fraction of records whose answer holds two tool calls (two requests in one turn).",
     )
+    distractor_tools: int = Field(
+        2, ge=0, le=8,
+        description="Tools offered beyond the needed ones (the model must pick by name); fewer make shorter prompts.",
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> SyntheticDataSpec:

@@ -13,6 +13,25 @@ EGPO_ESTIMATORS = ("egpo", "egpo_token")
 DEFAULT_ENTROPY_SCOPE = {"egpo": "think", "egpo_token": "response"}
 
 
+class FilterGroupsSpec(SpecModel):
+    """Dynamic sampling (DAPO; verl's ``algorithm.filter_groups``): groups whose rewards are all
+    equal carry no GRPO gradient, so they are dropped and more prompts are drawn until the batch
+    holds ``train_batch_size`` informative groups."""
+
+    enable: bool = Field(False, description="Drop groups whose rewards are all equal and refill the batch (verl: algorithm.filter_groups.enable).")
+    metric: Literal["reward"] = Field(
+        "reward", description="What must vary inside a group: the sequence reward (verl's `reward`, the pre-KL score)."
+    )
+    max_num_gen_batches: int = Field(
+        10,
+        ge=0,
+        description="Generation batches (of train_batch_size prompts) one step may draw. builtin: when they run out, "
+        "the step trains on what it has, topped up with uninformative groups (logged), never an endless loop; "
+        "0 = up to one epoch of batches. verl 0.9.1's v1 trainer reads the key but ignores it (it bounds work "
+        "by max_inflight_gen_batches).",
+    )
+
+
 class AlgorithmSpec(SpecModel):
     """Advantage estimator and policy-loss settings (verl names where verl has them)."""
 
@@ -42,6 +61,9 @@ class AlgorithmSpec(SpecModel):
     clip_ratio_low: float = Field(0.20, gt=0, lt=1.0, description="PPO clip ε below 1: ratios under 1 - ε are clipped, in (0, 1).")
     clip_ratio_high: float = Field(0.28, gt=0, le=10.0, description="PPO clip ε above 1 (clip-higher), in (0, 10].")
     loss_agg_mode: Literal["token-mean", "seq-mean-token-mean"] = Field("token-mean", description="Loss aggregation.")
+    filter_groups: FilterGroupsSpec = Field(
+        default_factory=FilterGroupsSpec, description="Dynamic sampling (DAPO): keep only groups with mixed rewards."
+    )
 
     @model_validator(mode="after")
     def _egpo_keys(self) -> AlgorithmSpec:

@@ -33,6 +33,7 @@ from runners.train.checkpoint import (
     save_checkpoint,
     step_dir,
 )
+from runners.train.dynamic_sampling import sample_step
 from runners.train.forward import autocast, batched_token_stats
 from runners.train.loss import agg_loss
 from runners.train.metrics import ENTROPY_KEY, MetricsHistory, masked_stats
@@ -52,8 +53,13 @@ class Plan:
     val_prompts: list[Prompt] = field(default_factory=list)
 
     def batch(self, step: int, spec: TrainSpec) -> list[Prompt]:
-        """The prompts of (1-based) ``step``: a seeded permutation per epoch."""
-        epoch, position = divmod(step - 1, self.steps_per_epoch)
+        """The prompts of (1-based) ``step`` without dynamic sampling."""
+        return self.gen_batch(step - 1, spec)
+
+    def gen_batch(self, index: int, spec: TrainSpec) -> list[Prompt]:
+        """Generation batch ``index`` (0-based) of the prompt stream: a seeded permutation per epoch.
+        Without dynamic sampling step N uses batch N−1; with it a step may draw several."""
+        epoch, position = divmod(index, self.steps_per_epoch)
         gen = torch.Generator().manual_seed(spec.seed + epoch)
         order = torch.randperm(len(self.prompts), generator=gen).tolist()
         start = position * spec.train_batch_size
@@ -99,10 +105,11 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         {"train.builtin": {"source_model": str(source), "device": device, "prompts": len(plan.prompts),
                            "filtered_overlong_prompts": plan.filtered, "total_steps": plan.total_steps}}
     )
-    start_step = 0
+    start_step = cursor = 0
     if resume_step:
         apply_trainer_state(resume_state, optimizer, scheduler)
         start_step = resume_step
+        cursor = int(resume_state.get("extra", {}).get("gen_cursor", resume_step))  # generation batches drawn so far
         rows = history.load(resume_step)
         for row in rows:  # re-log the curves so far into this run; the tracker sends them as log_batch
             ctx.tracker.log_metrics({k: v for k, v in row["metrics"].items() if v is not None}, row["step"])
@@ -116,21 +123,42 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         history.reset()
 
     progress = _progress(plan.total_steps, start_step)
+    fg = spec.algorithm.filter_groups
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def rollout(prompts: list[Prompt]):
+        ro = spec.rollout
+        with autocast(device, autocast_dtype):
+            batch = generate_rollouts(
+                model, tokenizer, prompts, n=ro.n, temperature=ro.temperature, top_p=ro.top_p,
+                max_response_length=ro.max_response_length, generation_batch_size=spec.generation_batch_size,
+                device=device,
+            )
+        score(batch, reward_fn)
+        return batch
+
     for step in range(start_step + 1, plan.total_steps + 1):
-        metrics = _train_step(
-            step, plan.batch(step, spec), model, ref_model, tokenizer, optimizer, spec,
-            reward_fn=reward_fn, estimator=estimator, think_ids=think_ids, device=device, autocast_dtype=autocast_dtype,
+        started = time.perf_counter()
+        sampled = sample_step(
+            lambda i: plan.gen_batch(i, spec), rollout, cursor, groups_wanted=spec.train_batch_size,
+            enable=fg.enable, max_num_gen_batches=fg.max_num_gen_batches or plan.steps_per_epoch, pad_id=pad_id,
         )
+        cursor = sampled.cursor
+        metrics = _train_step(
+            sampled.batch, model, ref_model, optimizer, spec, estimator=estimator, think_ids=think_ids,
+            device=device, autocast_dtype=autocast_dtype, started=started,
+        )
+        metrics.update(sampled.metrics)
         metrics["actor/lr"] = scheduler.get_last_lr()[0]
         scheduler.step()
-        metrics["train/epoch"] = (step - 1) // plan.steps_per_epoch
+        metrics["train/epoch"] = (cursor - 1) // plan.steps_per_epoch
         if plan.val_prompts and spec.test_freq > 0 and (step % spec.test_freq == 0 or step == plan.total_steps):
             metrics.update(_validate(model, tokenizer, plan.val_prompts, spec, reward_fn, device))
         ctx.tracker.log_metrics(metrics, step)
         history.append(step, metrics)
         if spec.save_freq > 0 and (step % spec.save_freq == 0 or step == plan.total_steps):
-            save_checkpoint(ckpt_root, step, model, tokenizer, optimizer, scheduler, {"epoch": metrics["train/epoch"]},
-                            history_digest=history.digest())
+            save_checkpoint(ckpt_root, step, model, tokenizer, optimizer, scheduler,
+                            {"epoch": metrics["train/epoch"], "gen_cursor": cursor}, history_digest=history.digest())
         if progress is not None:
             progress.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", entropy=f"{metrics[ENTROPY_KEY]:.3f}")
             progress.update(1)
@@ -166,16 +194,11 @@ def _think_ids(spec: TrainSpec, tokenizer: Any) -> tuple[int, int] | None:
         raise UsageError(f"train.algorithm.entropy_scope: think: {exc}") from exc
 
 
-def _train_step(step, prompts, model, ref_model, tokenizer, optimizer, spec: TrainSpec, *, reward_fn, estimator,
-                think_ids, device, autocast_dtype) -> dict[str, float]:
-    started = time.perf_counter()
+def _train_step(batch, model, ref_model, optimizer, spec: TrainSpec, *, estimator, think_ids, device, autocast_dtype,
+                started: float) -> dict[str, float]:
+    """Log-probs, advantages and the policy update on a scored rollout batch."""
     ro = spec.rollout
-    with autocast(device, autocast_dtype):
-        batch = generate_rollouts(
-            model, tokenizer, prompts, n=ro.n, temperature=ro.temperature, top_p=ro.top_p,
-            max_response_length=ro.max_response_length, generation_batch_size=spec.generation_batch_size, device=device,
-        )
-    scores = score(batch, reward_fn)
+    scores = batch.scores
     micro = spec.micro_batch_size or spec.ppo_mini_batch_size * ro.n
     R = batch.response_length
     ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
