@@ -137,8 +137,10 @@ def resolve(client: Any, ref: str, run_id: str | None = None) -> RunRecord:
     ``run_id`` pins the run for a spec name (checked to belong to that spec). A stage run's id
     resolves to its parent, where the headline metrics and the spec live.
     """
+    from registry.runref import resolve_run_id  # a pinned --run SPEC=ID may be a prefix
+
     if run_id is not None:
-        record = get_run(client, run_id)
+        record = get_run(client, resolve_run_id(client, run_id))
         if record.spec and record.spec != ref:
             raise UsageError(f"run {run_id} belongs to spec '{record.spec}', not '{ref}' (fix the --run pairing)")
     elif RUN_ID_RE.match(ref):

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from registry.errors import RlregError, SpecError, Terminated
+from registry.errors import RlregError, SpecError, Terminated, UsageError
 from registry.redact import redact_obj, redact_text
 from registry.selection import FORCE_ALL, check_force, is_stage_list, parse_force, reused_stages
 
@@ -34,6 +34,8 @@ LAZY_COMMANDS = {
     "import": ("registry.importer.cli:import_cmd", "Write a spec from a hardtry-style experiment directory."),
     "verify": ("registry.verify:verify", "Re-hash cached stage outputs; mark runs whose outputs changed."),
     "promote": ("registry.promote:promote", "Point a registry alias (champion) at the model version of a run."),
+    "study": ("registry.study.cli:study", "Run a study (arms × grid × seeds) and show its cells."),
+    "runs": ("registry.runlist:runs", "List runs (spec, study/arm/seed, status, duration, metrics)."),
 }
 
 
@@ -108,12 +110,17 @@ def list_cmd(as_json: bool) -> None:
         except Exception as exc:  # one broken file must not hide the others  # noqa: BLE001
             rows.append({"name": path.stem, "extends": None, "stages": [], "description": "",
                          "valid": False, "error": redact_text(_problem_lines(exc, path.stem)[0])})
+    from registry.study.load import list_rows
+
+    rows += list_rows()  # studies (kind: study) after the specs
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     width = max([len(r["name"]) for r in rows] + [4])
     for r in rows:
         stages = " → ".join(r["stages"]) if r["valid"] else "INVALID (rlreg validate " + r["name"] + ")"
+        if r.get("kind") == "study" and r["valid"]:
+            stages = f"study: {r['cells']} (rlreg study run {r['name']})"
         parent = f" (extends {r['extends']})" if r["extends"] else ""
         click.echo(f"{r['name']:<{width}}  {stages}{parent}")
         if r["description"]:
@@ -153,15 +160,22 @@ def show(spec: str, set_keys: tuple[str, ...], resolved: bool, fmt: str) -> None
 @click.argument("specs", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def validate(specs: tuple[str, ...], as_json: bool) -> None:
-    """Validate specs (no argument: every spec in specs/). Exit 2 if any is invalid."""
+    """Validate specs and studies (no argument: every file in specs/). Exit 2 if any is invalid."""
     from registry.loader import list_specs, load_spec
+    from registry.study.load import list_studies, study_path, summary, validate_study
     from registry.validation import display_path
 
-    refs: list[Any] = list(specs) or list_specs()
+    refs: list[Any] = list(specs) or [*list_specs(), *list_studies()]
     results, failed = [], 0
     for ref in refs:
         label = display_path(ref) if isinstance(ref, Path) else ref
         try:
+            if study_path(ref) is not None:
+                study = validate_study(study_path(ref))
+                results.append({"spec": label, "kind": "study", "valid": True, "cells": summary(study)})
+                if not as_json:
+                    click.echo(f"ok  {display_path(study.path)}  (study: {summary(study)})")
+                continue
             loaded = load_spec(ref)
             results.append({"spec": label, "valid": True, "stages": loaded.spec.stages()})
             if not as_json:
@@ -181,11 +195,17 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
 
 @main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
-def schema(output: Path | None) -> None:
+@click.option("--study", "of_study", is_flag=True, help="The schema of a study file instead (docs/study.schema.json).")
+def schema(output: Path | None, of_study: bool) -> None:
     """Write the JSON Schema of a spec (editors validate specs with it)."""
     from registry.schema import spec_json_schema
 
-    text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if of_study:
+        from registry.study.model import study_json_schema
+
+        text = json.dumps(study_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False) + "\n"
     if output:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
@@ -259,7 +279,6 @@ def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None,
     from registry.loader import load_spec
     from registry.overrides import change_lines, split_option
     from registry.pipeline import Pipeline, overrides, plan_lines, select_stages
-    from registry.stages import load_runner
 
     if (force not in (None, FORCE_ALL) and not is_stage_list(force)
             and (spec is None or "=" in spec or spec.startswith("~"))):
@@ -268,6 +287,10 @@ def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None,
         spec, force = force, FORCE_ALL
     if spec is None:
         raise click.UsageError("Missing argument 'SPEC'.")
+    from registry.study.load import study_path
+
+    if study_path(spec) is not None:
+        raise UsageError(f"'{spec}' is a study, not a spec (run it with `rlreg study run {spec}`)")
 
     try:
         loaded = load_spec(spec, overrides=[*split_option(overrides_text), *set_keys])
@@ -290,20 +313,16 @@ def run(spec: str | None, set_keys: tuple[str, ...], overrides_text: str | None,
             for section, value in pinned_stage_seeds(loaded.raw).items():
                 echo(f"  note: {section}.seed is set ({value}), so `seed` does not reach {section} (~{section}.seed to follow it)")
     echo("Stages:")
-    for line in plan_lines(loaded, only):
-        echo(line)
+    if not dry_run:  # a dry run prints each stage with its cache mark instead
+        for line in plan_lines(loaded, only):
+            echo(line)
     if reused := reused_stages(loaded.spec.stages(), only):
         echo(f"  not selected, taken from the cache: {', '.join(reused)}")
     check_force(parse_force(force), select_stages(loaded, only))  # also under --dry-run
     if dry_run:
-        for stage in select_stages(loaded, only):
-            runner = load_runner(stage, loaded.spec)
-            describe = getattr(runner, "describe", None)
-            if describe is not None:
-                from registry.stages import STAGES
+        from registry.plan import dry_run_report
 
-                echo(f"\n--- {stage} ---")
-                echo(describe(getattr(loaded.spec, STAGES[stage].section), loaded.spec))
+        dry_run_report(loaded, only, echo, as_json)
         return
     import contextlib
 

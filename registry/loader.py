@@ -219,4 +219,6 @@ def load_spec(ref: str | Path, base_dir: Path | None = None, overrides: Sequence
 
 def list_specs(base_dir: Path | None = None) -> list[Path]:
     directory = base_dir or specs_dir()
-    return sorted(p for p in directory.glob("*.yaml") if SPEC_NAME_RE.match(p.stem))
+    from registry.study.load import is_study_file  # studies (kind: study) live in specs/ too
+
+    return sorted(p for p in directory.glob("*.yaml") if SPEC_NAME_RE.match(p.stem) and not is_study_file(p))

@@ -91,9 +91,15 @@ class Pipeline:
         echo: Callable[[str], None] = print,
         root: Path | None = None,
         system_metrics: bool | None = None,
+        tags: dict[str, str] | None = None,
+        stage_specs: dict[str, Any] | None = None,
     ):
         self.loaded = loaded
         self.spec = loaded.spec
+        self.extra_tags = dict(tags or {})
+        """More parent-run tags (a study cell's rlreg.study/arm/seed/cell/grid)."""
+        self.stage_specs = dict(stage_specs or {})
+        """Stage → the spec it runs with instead of ``spec`` (a study's shared stages: no seed override)."""
         self.only = stages
         self.force = force
         self.echo = echo
@@ -178,6 +184,7 @@ class Pipeline:
             **git_info(self.root),
             **{f"spec.tag.{k}": v for k, v in spec.tags.items()},
             **parent_view.identity_tags(spec_dump(spec)),
+            **self.extra_tags,
         }
         if self.loaded.overrides:  # as typed; the params and spec.yaml hold their effect
             import shlex
@@ -212,12 +219,15 @@ class Pipeline:
     def _forced(self, stage: str) -> bool:
         return self.force is True or (isinstance(self.force, list) and stage in self.force)
 
+    def _stage_spec(self, stage: str) -> Any:
+        return self.stage_specs.get(stage, self.spec)
+
     def _selected(self, stage: str) -> bool:
         return not self.only or stage in self.only
 
     def _run_stage(self, stage, i, n, parent_id, exp_id, inputs, digests, *, reuse_only=False,
                    hit: cache.CachedStage | None = None) -> StageOutcome:
-        key, payload = cache.stage_key(stage, self.spec, digests, self.root, self.ref_digest)
+        key, payload = cache.stage_key(stage, self._stage_spec(stage), digests, self.root, self.ref_digest)
         label = f"[{i}/{n}] {stage}"
         if reuse_only:
             hit = hit or cache.find_cached(self.client, all_experiment_ids(self.client), key)
@@ -274,7 +284,7 @@ class Pipeline:
         run = self.client.create_run(exp_id, tags=tags)
         self._open_children.add(run.info.run_id)
         tracker = Tracker(self.client, run.info.run_id)
-        tracker.log_params(stage_spec_payload(stage, self.spec))
+        tracker.log_params(stage_spec_payload(stage, self._stage_spec(stage)))
         tracker.log_dict(payload, "cache_key_payload.json")
         return run.info.run_id
 
@@ -304,11 +314,12 @@ class Pipeline:
         work.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(self.client, child_id)
         final = self.store_root / "stages" / stage / key / child_id
+        spec = self._stage_spec(stage)
         ctx = StageContext(
-            stage=stage, spec=self.spec, out_dir=tmp, work_dir=work, inputs=dict(inputs),
+            stage=stage, spec=spec, out_dir=tmp, work_dir=work, inputs=dict(inputs),
             tracker=tracker, project_root=self.root, resolve_ref=self.resolve_ref, final_dir=final,
         )
-        section = getattr(self.spec, STAGES[stage].section)
+        section = getattr(spec, STAGES[stage].section)
         from registry.quiet import quiet_hf
         from registry.sysmetrics import system_metrics
 
@@ -317,7 +328,7 @@ class Pipeline:
                                  tracking.system_metrics_interval_s)
         try:
             self.lineage.log_to(child_id)  # the datasets of the stages before this one
-            runner = load_runner(stage, self.spec)
+            runner = load_runner(stage, spec)
             with monitor, quiet_hf():
                 result = runner.run(section, ctx)
             tracker.flush()

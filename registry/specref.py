@@ -14,13 +14,17 @@ def resolved_spec_dict(ref: str, overrides: Sequence[str] = ()) -> dict[str, Any
     """The resolved spec of ``ref`` with command-line ``overrides`` applied (to a run's recorded
     spec too: `rlreg diff RUN RUN seed=2`)."""
     from registry.loader import load_spec, specs_dir
+    from registry.runref import looks_like_prefix
 
-    if RUN_ID_RE.match(ref) and not (specs_dir() / f"{ref}.yaml").exists():
+    if (RUN_ID_RE.match(ref) or looks_like_prefix(ref)) and not (specs_dir() / f"{ref}.yaml").exists():
         try:
-            from analysis.runs import spec_from_run
+            from analysis.runs import get_client, spec_from_run
         except ImportError as exc:  # analysis is part of this package; only a broken checkout lands here
             raise UsageError(f"cannot read run {ref}: {exc}") from None
-        recorded = spec_from_run(ref)
+        from registry.runref import resolve_run_id
+
+        client = get_client()
+        recorded = spec_from_run(resolve_run_id(client, ref), client)
         return _override_recorded(ref, recorded, overrides) if overrides else recorded
     return load_spec(ref, overrides=list(overrides)).spec.model_dump(mode="json")
 

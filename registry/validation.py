@@ -19,15 +19,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 
-def format_validation_error(exc: ValidationError, path: Path, origins: dict[str, Path] | None = None) -> list[str]:
+def format_validation_error(exc: ValidationError, path: Path, origins: dict[str, Path] | None = None,
+                            root: type[BaseModel] | None = None) -> list[str]:
+    """``root``: the model validated (default: a spec; a study file passes its own model)."""
     from registry.spec import Spec
 
+    root = root or Spec
     where = display_path(path)
     lines: list[str] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err.get("loc", ()))
         dotted = ".".join(str(p) for p in loc)
-        what = _describe(err, loc, Spec)
+        what = _describe(err, loc, root)
         origin = _origin(dotted, origins or {}, path)
         if isinstance(origin, str):  # an override (registry.overrides.OverrideSource) is the source
             if err.get("type") == "string_type":  # `tags.run=1` parsed as YAML gives an int

@@ -10,6 +10,8 @@ if ! ls .cache/bfcl/bfcl_eval-*.whl >/dev/null 2>&1; then
   # the version the matcher was ported from (runners/eval/bfcl_match.py)
   .venv/bin/python -m pip download -q --no-deps -d .cache/bfcl "bfcl-eval==2026.3.23" || echo "warning: could not download bfcl-eval wheel"
 fi
+# Ray for the study executor test (a throwaway head + worker on 127.0.0.1): the `ray` extra.
+.venv/bin/python -c "import ray" 2>/dev/null || .venv/bin/python -m pip install -q "ray==2.60.0" || echo "warning: no ray; the Ray executor test will skip"
 # verl in its own venv (its transformers/numpy pins clash with .venv's, and its wheel installs
 # top-level `tests`/`scripts` packages): ~200 s and 2.3 GB the first time, a no-op afterwards.
 bash scripts/setup-verl-venv.sh || echo "warning: .venv-verl unavailable; tests/test_verl_venv.py will skip"

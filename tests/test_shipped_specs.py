@@ -11,9 +11,11 @@ from click.testing import CliRunner
 from registry.cli import main
 from registry.loader import list_specs, load_spec
 from registry.schema import spec_json_schema
+from registry.study.load import is_study_file, list_studies
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if not is_study_file(p))
+STUDIES = sorted(p for p in (ROOT / "specs").glob("*.yaml") if is_study_file(p))
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +30,27 @@ def test_shipped_spec_validates_and_points_at_schema(path):
     assert path.read_text().startswith("# yaml-language-server: $schema=../docs/spec.schema.json")
 
 
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_shipped_study_validates_with_every_cell(path):
+    from registry.study.load import validate_study
+
+    loaded = validate_study(path)
+    assert path.name == f"study-{loaded.name}.yaml" and len(loaded.study.seeds) >= 3
+    assert path.read_text().startswith("# yaml-language-server: $schema=../docs/study.schema.json")
+
+
+def test_shipped_studies_are_the_two_pairs():
+    from registry.study.load import load_study
+
+    assert {p.stem for p in STUDIES} >= {"study-grpo-vs-egpo", "study-verl7-vs-verl8"}
+    pairs = {load_study(p).name: {a.spec for a in load_study(p).study.arms.values()} for p in STUDIES}
+    assert pairs["grpo-vs-egpo"] == {"demo-grpo", "demo-egpo"} and pairs["verl7-vs-verl8"] == {"verl7", "verl8"}
+
+
 def test_validate_all_exits_zero():
     r = CliRunner().invoke(main, ["validate"])
     assert r.exit_code == 0, r.output
-    assert len([ln for ln in r.output.splitlines() if ln.startswith("ok ")]) == len(list_specs())
+    assert len([ln for ln in r.output.splitlines() if ln.startswith("ok ")]) == len(list_specs()) + len(list_studies())
 
 
 def test_schema_file_is_current():
@@ -86,7 +105,8 @@ def test_diff_text_and_md_formats():
     assert "| `train.rollout.n` | 8 | 8 |" in r.output
 
 
-@pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy", "import"])
+@pytest.mark.parametrize("cmd", ["list", "show", "validate", "schema", "diff", "run", "compare", "report", "plot-entropy",
+                                 "import", "study", "runs"])
 def test_help_smoke(cmd):
     r = CliRunner().invoke(main, [cmd, "--help"])
     assert r.exit_code == 0, r.output
