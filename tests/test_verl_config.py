@@ -252,7 +252,7 @@ def test_filter_groups_maps_to_verls_dapo_keys(verl7):
     """Dynamic sampling (spec train.algorithm.filter_groups) becomes verl's algorithm.filter_groups;
     off by default (verl's own default), so the user's verl7 launch is unchanged."""
     cfg = _build(verl7).config
-    assert cfg["algorithm"]["filter_groups"] == {"enable": False, "metric": "reward", "max_num_gen_batches": 10}
+    assert "filter_groups" not in cfg["algorithm"]  # off: verl's defaults, as hardtry composed them
     on = Spec.model_validate({**verl7.model_dump(mode="json", exclude={"extends"}), "train": {
         **verl7.train.model_dump(mode="json"),
         "algorithm": {**verl7.train.algorithm.model_dump(mode="json"),

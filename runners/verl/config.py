@@ -103,14 +103,16 @@ def build_config(
         "norm_adv_by_std_in_grpo": algo.norm_adv_by_std_in_grpo,
         "use_kl_in_reward": False,
         "kl_ctrl": {"type": "fixed", "kl_coef": algo.kl_loss_coef},
+    }
+    if algo.filter_groups.enable:
         # DAPO dynamic sampling; verl 0.9.1's v1 trainer reads enable/metric and ignores
-        # max_num_gen_batches (it logs a warning and bounds work by max_inflight_gen_batches)
-        "filter_groups": {
-            "enable": algo.filter_groups.enable,
+        # max_num_gen_batches (it logs a warning and bounds work by max_inflight_gen_batches).
+        # Off: verl's own defaults stay, so verl7 composes exactly hardtry's config.
+        algorithm["filter_groups"] = {
+            "enable": True,
             "metric": algo.filter_groups.metric,
             "max_num_gen_batches": algo.filter_groups.max_num_gen_batches,
-        },
-    }
+        }
     if algo.adv_estimator in EGPO_ESTIMATORS:
         # read by runners/verl/egpo_plugin.py (and runners.common.advantages.config_value)
         algorithm["egpo"] = {
