@@ -23,7 +23,12 @@ def power(effect: float, sd: float, n: int, paired: bool = False, alpha: float =
     else:
         df, nc = 2 * n - 2, effect / (sd * math.sqrt(2.0 / n))
     crit = float(stats.t.ppf(1 - alpha / 2, df))
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    p = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    if not math.isfinite(p):
+        # scipy's noncentral t returns NaN for large noncentrality (many paired prompts); there
+        # the t is close to normal, so shift the normal by nc around the same critical value
+        p = float(stats.norm.sf(crit - nc) + stats.norm.cdf(-crit - nc))
+    return min(1.0, max(0.0, p))
 
 
 def n_needed(effect: float, sd: float, paired: bool = False, target: float = 0.8, alpha: float = 0.05,

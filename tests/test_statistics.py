@@ -156,3 +156,23 @@ def test_adjusted_p_decides_when_there_is_one():
     assert d.verdict == "higher (p = 0.06)"  # unadjusted: the interval decides
     d.p_adjusted = 0.12
     assert d.verdict == "no difference detected at this sample size (±15.5 pts, Holm-adjusted p = 0.12)"
+
+
+def test_power_stays_defined_where_scipys_noncentral_t_gives_nan():
+    """scipy's nct returns NaN for noncentrality ≈ 9.5 at df 99 (the demo's 100 paired prompts):
+    power falls back to the normal shift there, so the MDE solve never sees NaN."""
+    import math
+
+    from scipy import stats
+
+    from analysis import power
+
+    df, nc = 99, 9.478696741854636
+    crit = stats.t.ppf(0.975, df)
+    raw = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    sd = 0.3
+    effect = nc * sd / math.sqrt(df + 1)
+    p = power.power(effect, sd, df + 1, paired=True)
+    assert math.isfinite(p) and 0.99 < p <= 1.0, (raw, p)
+    m = power.mde(sd, 100, paired=True)
+    assert 0 < m < sd and abs(power.power(m, sd, 100, paired=True) - 0.8) < 1e-6
