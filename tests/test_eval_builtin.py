@@ -218,3 +218,14 @@ def test_custom_reward_file_decides_accuracy(make_ctx, tracker, eval_inputs, tmp
     assert result.metrics["eval/accuracy_mean"] == 1.0  # the file says every response is right
     tracker.flush()
     assert tracker.client.get_run(tracker.run_id).data.params["reward_function"] == f"{reward}:score"
+
+
+def test_repeat_intervals_of_proportions_stay_in_unit_range():
+    from runners.eval.summary import aggregate
+
+    agg = aggregate([{"format_valid_rate": 1.0, "accuracy": 0.0, "response_length": 64.0},
+                     {"format_valid_rate": 0.98, "accuracy": 0.02, "response_length": 66.0},
+                     {"format_valid_rate": 1.0, "accuracy": 0.0, "response_length": 63.0}])
+    assert agg["eval/format_valid_rate_ci95_high"] == 1.0 and agg["eval/format_valid_rate_ci95_low"] < 1.0
+    assert agg["eval/accuracy_ci95_low"] == 0.0 and agg["eval/accuracy_ci95_high"] > 0.0
+    assert agg["eval/response_length_ci95_low"] < 63.0  # not a proportion: not clipped

@@ -7,6 +7,12 @@ from collections.abc import Mapping, Sequence
 from registry.stats import mean_ci
 
 PREFIX = "eval/"
+# metrics that are proportions (accuracies, rates): their interval is clipped to [0, 1]
+PROPORTION_MARKS = ("accuracy", "_rate", "pass@")
+
+
+def is_proportion(name: str) -> bool:
+    return any(mark in name for mark in PROPORTION_MARKS)
 
 
 def ci_tag(confidence: float) -> str:
@@ -27,8 +33,11 @@ def aggregate(per_repeat: Sequence[Mapping[str, float]], confidence: float = 0.9
         base = name if name.startswith(PREFIX) else PREFIX + name
         out[f"{base}_mean"] = stats["mean"]
         out[f"{base}_std"] = stats["std"]
-        out[f"{base}_{tag}_low"] = stats["ci_low"]
-        out[f"{base}_{tag}_high"] = stats["ci_high"]
+        low, high = stats["ci_low"], stats["ci_high"]
+        if is_proportion(base):  # a t-interval over few repeats can leave [0, 1]; a rate cannot
+            low, high = max(0.0, low), min(1.0, high)
+        out[f"{base}_{tag}_low"] = low
+        out[f"{base}_{tag}_high"] = high
     out[f"{PREFIX}repeats"] = float(len(per_repeat))
     return out
 
