@@ -49,15 +49,20 @@ def overlay_steps(series: Mapping[str, Series], metric: str, title: str | None =
     return fig
 
 
+def _finish_axes(ax: object, xlabel: str, ylabel: str, legend: bool) -> None:
+    """Integer x ticks, labels, a light grid and a legend when something was drawn."""
+    _integer_x(ax)
+    ax.set_xlabel(xlabel)  # type: ignore[attr-defined]
+    ax.set_ylabel(ylabel)  # type: ignore[attr-defined]
+    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
+    if legend:
+        ax.legend(fontsize=8)  # type: ignore[attr-defined]
+
+
 def _lines(ax: object, series: Mapping[str, Series], metric: str) -> None:
     for i, (label, (steps, values)) in enumerate(series.items()):
         ax.plot(list(steps), list(values), label=label, color=COLORS[i % len(COLORS)], lw=1.6)  # type: ignore[attr-defined]
-    _integer_x(ax)
-    ax.set_xlabel("step")  # type: ignore[attr-defined]
-    ax.set_ylabel(metric)  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
-    if series:
-        ax.legend(fontsize=8)  # type: ignore[attr-defined]
+    _finish_axes(ax, "step", metric, legend=bool(series))
 
 
 def with_stats(series: Mapping[str, Series], metric: str, title: str | None = None) -> object:
@@ -125,12 +130,7 @@ def _repeats_panel(ax: object, values: Mapping[str, Sequence[float]], metric: st
             ax.axhline(ci.mean * scale, color=color, lw=1.2)  # type: ignore[attr-defined]
         if ci.has_ci:
             ax.axhspan(ci.low * scale, ci.high * scale, color=color, alpha=0.15)  # type: ignore[attr-defined]
-    _integer_x(ax)
-    ax.set_xlabel("repeat")  # type: ignore[attr-defined]
-    ax.set_ylabel(f"{metric}{' (%)' if percent else ''}")  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
-    if values:
-        ax.legend(fontsize=8)  # type: ignore[attr-defined]
+    _finish_axes(ax, "repeat", f"{metric}{' (%)' if percent else ''}", legend=bool(values))
 
 
 Runs = Sequence[Series]  # one (steps, values) per training seed
@@ -182,12 +182,7 @@ def _band_panel(ax: object, groups: Mapping[str, Runs], metric: str) -> None:
             sds = [_sd(by_step[x]) for x in xs]
             ax.fill_between(xs, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],  # type: ignore[attr-defined]
                             color=color, alpha=0.18, lw=0)
-    _integer_x(ax)
-    ax.set_xlabel("step")  # type: ignore[attr-defined]
-    ax.set_ylabel(metric)  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
-    if groups:
-        ax.legend(fontsize=8)  # type: ignore[attr-defined]
+    _finish_axes(ax, "step", metric, legend=bool(groups))
 
 
 def _sd(xs: Sequence[float]) -> float:
