@@ -49,6 +49,10 @@ def reap_dead_runs(client: Any) -> list[str]:
             continue
         if pid == os.getpid() or pid_alive(pid):
             continue
+        # The search is a snapshot: the process may have finished its run and exited since. Once
+        # it is dead it can write no more, so a fresh read decides (16 concurrent runs hit this).
+        if client.get_run(run.info.run_id).info.status != "RUNNING":
+            continue
         client.set_tag(run.info.run_id, "rlreg.note", f"process {pid} on {host()} died without finishing; marked KILLED")
         client.set_terminated(run.info.run_id, "KILLED")
         reaped.append(run.info.run_id)
