@@ -84,6 +84,59 @@ class AlgorithmSpec(SpecModel):
         return self
 
 
+class MultiTurnSpec(SpecModel):
+    """Tool-executing rollouts (ARPO-style; verl's `rollout.multi_turn`): a response is generated
+    until it emits a tool call, the tool runs, its answer is appended as a `tool` turn with the chat
+    template, and generation continues until an answer without a call or `max_tool_rounds`. Tool
+    tokens are masked out of the loss, the advantages and the entropy statistics; the reward sees
+    the whole trajectory. Off by default: rollouts are single-turn and no tool runs."""
+
+    enable: bool = Field(False, description="Run tools during rollouts (multi-turn trajectories).")
+    max_tool_rounds: int = Field(
+        3, ge=1, le=64,
+        description="Tool answers a trajectory may read; generation stops after the last one's "
+        "continuation (verl: `max_assistant_turns` = this + 1).",
+    )
+    tool_source: Literal["replay", "tools_config"] = Field(
+        "replay",
+        description="Where a tool call's answer comes from, as in the entropy stage: `replay` the "
+        "record's own recorded tool turn for that round (falls back to `tools_config` callables), "
+        "or always execute the Python callables of `tools_config`. A malformed or unknown call "
+        "gets an error message as its answer.",
+    )
+    tools_config: str | None = Field(
+        None,
+        description="YAML mapping tool names to Python callables (`tools: {name: module:function}`), "
+        "e.g. specs/tools/demo_tools.yaml; required with `tool_source: tools_config`.",
+    )
+    max_tool_response_length: int = Field(
+        256, ge=1, le=MAX_TOKENS,
+        description="Tokens of one tool answer kept in the context (verl's key of the same name).",
+    )
+    tool_response_truncate_side: Literal["left", "middle", "right"] = Field(
+        "middle",
+        description="Which part of a long tool answer is cut (verl's key and default): `left` "
+        "keeps the end, `right` keeps the start, `middle` keeps both ends.",
+    )
+    entropy_k: int = Field(
+        20, ge=1, le=MAX_TOKENS,
+        description="Leading tokens after each tool answer (and of round 0) whose entropy, "
+        "normalised by log V, is recorded per step (`entropy_step_N.json`).",
+    )
+    format: Literal["hermes"] = Field(
+        "hermes", description="Tool-call format: `<tool_call>{json}</tool_call>` (verl's `hermes`)."
+    )
+
+    @model_validator(mode="after")
+    def _tools_named(self) -> MultiTurnSpec:
+        if self.enable and self.tool_source == "tools_config" and not self.tools_config:
+            raise ValueError(
+                "multi_turn.tool_source 'tools_config' needs multi_turn.tools_config "
+                "(e.g. specs/tools/demo_tools.yaml), or use tool_source: replay"
+            )
+        return self
+
+
 class RolloutSpec(SpecModel):
     """Sampling of the responses that get scored."""
 
@@ -91,7 +144,11 @@ class RolloutSpec(SpecModel):
     temperature: float = Field(1.0, le=MAX_TEMPERATURE, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     max_prompt_length: int = Field(9216, le=MAX_TOKENS, ge=8, description="Longer prompts are filtered out.")
-    max_response_length: int = Field(1024, le=MAX_TOKENS, ge=1, description="New tokens per response.")
+    max_response_length: int = Field(
+        1024, le=MAX_TOKENS, ge=1,
+        description="New tokens per response (multi-turn: model tokens over all its turns).",
+    )
+    multi_turn: MultiTurnSpec = Field(default_factory=MultiTurnSpec)
 
 
 class OptimizerSpec(SpecModel):
