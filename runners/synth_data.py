@@ -6,7 +6,11 @@ user turn by simple rules a ~400k-parameter model can learn: "What's the weather
 celsius?" → ``get_weather(city="Paris", unit="celsius")``. Optional arguments appear in the call
 only when the user mentions them. Some records ask for two things (two calls in one answer); some
 carry an earlier assistant tool call and a ``tool`` response whose value the final call must copy
-(e.g. a user id looked up first). The final assistant turn is always
+(e.g. a user id looked up first). With ``multi_turn_fraction`` some records are multi-turn tasks
+(:func:`_multi_turn_task`): the user names an account handle the model has never seen, the model
+must call ``lookup_user``, read the id in the tool's answer, then call ``get_orders`` with it; the
+recorded tool answer is what ``runners.demo_tools.lookup_user`` returns, so executing the tool and
+replaying the record agree. The final assistant turn is always
 ``<think>SHORT REASONING</think>\\n\\n<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>``.
 
 Record ``i`` of seed ``s`` depends only on ``(s, i)``, so a larger dataset starts with the smaller
@@ -171,6 +175,25 @@ def _landmark_chain(r: random.Random) -> tuple[str, Task, dict, Task]:
 CHAIN_TASKS = [_orders_chain, _landmark_chain]
 
 
+# -- multi-turn tasks: the final call needs a value only the executed tool knows -------------------
+def _multi_turn_task(r: random.Random) -> tuple[str, Task, str, Task]:
+    """``(user, lookup call, tool answer, final call)``. The handle is drawn from 12 x 90 values
+    and its id is a hash (``runners.demo_tools.lookup_user``): a model cannot memorise or compute
+    it, it has to call the tool and copy the id from the answer. Unlike ``_orders_chain`` (a
+    random id in a recorded turn), the recorded answer equals the executed tool's."""
+    from runners.demo_tools import lookup_user  # demo_tools imports this module's constants
+
+    handle, status = f"{r.choice(NAMES)}{r.randint(10, 99)}", r.choice(ORDER_STATUS)
+    user = r.choice([f"List the {status} orders of user {handle}.",
+                     f"Which orders of {handle} are {status}?",
+                     f"Show me {handle}'s {status} orders."])
+    answer = lookup_user(handle)
+    first = (user, f"I need the user id of {handle} first.", [_call("lookup_user", name=handle)])
+    final = (user, f"The user id is {answer['user_id']}; now list the {status} orders.",
+             [_call("get_orders", user_id=answer["user_id"], status=status)])
+    return user, first, json.dumps(answer, ensure_ascii=False), final
+
+
 def render_answer(reasoning: str, calls: list[Call]) -> str:
     """The assistant content: think block, blank line, one ``<tool_call>`` block per call."""
     blocks = "\n".join(f"<tool_call>\n{json.dumps(c, ensure_ascii=False)}\n</tool_call>" for c in calls)
@@ -186,9 +209,10 @@ def _tools_for(r: random.Random, used: list[str], distractors: int = 2) -> list[
 
 
 def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two_call_fraction: float = 0.2,
-                distractor_tools: int = 2) -> dict:
+                distractor_tools: int = 2, multi_turn_fraction: float = 0.0) -> dict:
     """Record ``index`` of the dataset for ``seed`` (independent of the other records); the tools
-    offered are the needed ones plus ``distractor_tools`` others."""
+    offered are the needed ones plus ``distractor_tools`` others. ``multi_turn_fraction`` takes its
+    share after the other two kinds, so at 0 (the default) every record is what it always was."""
     r = random.Random(f"rlreg-synth:{seed}:{index}")
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPT}]
     roll = r.random()
@@ -206,6 +230,15 @@ def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two
         messages.append({"role": "user", "content": f"{text_a} Also: {text_b[0].lower()}{text_b[1:]}"})
         calls, reasoning = calls_a + calls_b, f"Two requests. {why_a} {why_b}"
         used = [c["name"] for c in calls]
+    elif roll < tool_response_fraction + two_call_fraction + multi_turn_fraction:
+        user, first, answer, final = _multi_turn_task(r)
+        messages += [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": render_answer(first[1], first[2])},
+            {"role": "tool", "content": answer},
+        ]
+        calls, reasoning = final[2], final[1]
+        used = [first[2][0]["name"], calls[0]["name"]]
     else:
         text, reasoning, calls = r.choice(SINGLE_TASKS)(r)
         messages.append({"role": "user", "content": text})
@@ -215,19 +248,21 @@ def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two
 
 
 def generate_records(num_records: int, seed: int, tool_response_fraction: float = 0.25,
-                     two_call_fraction: float = 0.2, distractor_tools: int = 2) -> Iterator[dict]:
+                     two_call_fraction: float = 0.2, distractor_tools: int = 2,
+                     multi_turn_fraction: float = 0.0) -> Iterator[dict]:
     for i in range(num_records):
-        yield make_record(seed, i, tool_response_fraction, two_call_fraction, distractor_tools)
+        yield make_record(seed, i, tool_response_fraction, two_call_fraction, distractor_tools, multi_turn_fraction)
 
 
 def write_json(path: str | Path, num_records: int, seed: int, tool_response_fraction: float = 0.25,
-               two_call_fraction: float = 0.2, distractor_tools: int = 2) -> Path:
+               two_call_fraction: float = 0.2, distractor_tools: int = 2, multi_turn_fraction: float = 0.0) -> Path:
     """Write the dataset as one JSON array (one record per line), streaming: memory stays flat."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         f.write("[")
-        records = generate_records(num_records, seed, tool_response_fraction, two_call_fraction, distractor_tools)
+        records = generate_records(num_records, seed, tool_response_fraction, two_call_fraction, distractor_tools,
+                                   multi_turn_fraction)
         for i, rec in enumerate(records):
             f.write(("\n" if i == 0 else ",\n") + json.dumps(rec, ensure_ascii=False))
         f.write("\n]\n")
@@ -242,12 +277,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="fraction with an earlier tool call + tool response")
     parser.add_argument("--two-call-fraction", type=float, default=0.2, help="fraction answered with two calls")
     parser.add_argument("--distractor-tools", type=int, default=2, help="tools offered beyond the needed ones")
+    parser.add_argument("--multi-turn-fraction", type=float, default=0.0,
+                        help="fraction of multi-turn tasks (lookup_user, then get_orders with its answer)")
     parser.add_argument("-o", "--output", required=True, help="output .json file (a JSON array)")
     args = parser.parse_args(argv)
-    if args.num_records < 1 or args.distractor_tools < 0 or not (0 <= args.tool_response_fraction + args.two_call_fraction <= 1):
-        parser.error("--num-records must be >= 1, --distractor-tools >= 0 and the two fractions must sum to at most 1")
+    fractions = (args.tool_response_fraction, args.two_call_fraction, args.multi_turn_fraction)
+    if args.num_records < 1 or args.distractor_tools < 0 or min(fractions) < 0 or sum(fractions) > 1:
+        parser.error("--num-records must be >= 1, --distractor-tools >= 0 and the three fractions must sum to at most 1")
     path = write_json(args.output, args.num_records, args.seed, args.tool_response_fraction, args.two_call_fraction,
-                      args.distractor_tools)
+                      args.distractor_tools, args.multi_turn_fraction)
     print(f"wrote {args.num_records} records to {path}")
 
 

@@ -26,12 +26,22 @@ class SyntheticDataSpec(SpecModel):
         2, ge=0, le=8,
         description="Tools offered beyond the needed ones (the model must pick by name); fewer make shorter prompts.",
     )
+    multi_turn_fraction: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Fraction of multi-turn tasks whose answer needs a tool's result: the user names an "
+        "account handle, the model must call `lookup_user`, read the id in its answer and call "
+        "`get_orders` with it. The record keeps the lookup call and the tool turn (what "
+        "runners/demo_tools.py returns, so replayed and executed answers agree) for replay and for SFT "
+        "on both assistant turns; multi-turn rollouts start at the first assistant turn. 0 = none (the "
+        "other records do not change).",
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> SyntheticDataSpec:
-        if self.tool_response_fraction + self.two_call_fraction > 1.0:
+        if self.tool_response_fraction + self.two_call_fraction + self.multi_turn_fraction > 1.0:
             raise ValueError(
-                "tool_response_fraction + two_call_fraction must be at most 1 (lower one of them)"
+                "tool_response_fraction + two_call_fraction + multi_turn_fraction must be at most 1 "
+                "(lower one of them)"
             )
         return self
 

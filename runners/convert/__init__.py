@@ -105,7 +105,8 @@ def _source_path(stage_spec: DataSpec, ctx: StageContext) -> Path:
 
         syn = stage_spec.synthetic
         return write_json(ctx.out_dir / "synthetic.json", syn.num_records, syn.seed,
-                          syn.tool_response_fraction, syn.two_call_fraction, syn.distractor_tools)
+                          syn.tool_response_fraction, syn.two_call_fraction, syn.distractor_tools,
+                          syn.multi_turn_fraction)
     path = ctx.resolve_path(stage_spec.source or "")
     if not path.is_file():
         raise InputDataError(
