@@ -10,6 +10,8 @@ Steps, each a failure kind in the result (``error.step``):
   validate  what ``main_ppo.main`` runs before touching Ray: ``auto_set_device`` and
             ``verl.utils.config.validate_config``, plus the rollout dataclass the workers build.
   plugin    (optional) import the EGPO plugin and look the estimator up in verl's registry.
+  tools     (multi-turn) load the generated tool files with verl's ``load_all_tools``, as every
+            agent-loop worker does; ``result["tools"]`` lists the names loaded.
 
 The result JSON: ``{"ok", "verl_version", "config" (resolved), "error": {"step", "type", "message"}}``,
 plus ``"defaults"`` (verl's own ``ppo_trainer``, resolved) when the request sets ``with_defaults``.
@@ -109,6 +111,16 @@ def check(request: dict) -> dict:
             name = cfg.algorithm.adv_estimator
             if name not in {e.value for e in AdvantageEstimator} or name in request.get("plugin_estimators", []):
                 get_adv_estimator_fn(name)
+        if request.get("tool_files"):
+            step = "tools"
+            if request.get("tools_root") and request["tools_root"] not in sys.path:
+                sys.path.insert(0, request["tools_root"])
+            from verl.tools.tool_registry import load_all_tools
+
+            files = request["tool_files"]
+            with contextlib.redirect_stdout(io.StringIO()):  # BaseTool prints each schema
+                tools = load_all_tools(files.get("tool_config_path"), files.get("function_tool_path"))
+            result["tools"] = [t.name for t in tools]
         result["ok"] = True
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the caller as data
         result["error"] = {

@@ -99,6 +99,9 @@ def check_request(
     ``with_defaults`` also returns verl's default ``ppo_trainer`` config (``result["defaults"]``)."""
     if not (config_dir / f"{CONFIG_NAME}.yaml").exists():
         launch.write(config_dir)
+    multi_turn = launch.config["actor_rollout_ref"]["rollout"].get("multi_turn", {})
+    tool_files = {k: multi_turn[k] for k in ("tool_config_path", "function_tool_path")
+                  if multi_turn.get(k) and Path(multi_turn[k]).is_file()}
     return {
         "config_dir": str(config_dir.resolve()),
         "config_name": CONFIG_NAME,
@@ -108,6 +111,10 @@ def check_request(
         "plugin_modules": [EGPO_PLUGIN_MODULE],
         "plugin_estimators": list(EGPO_ESTIMATORS),
         "with_defaults": with_defaults,
+        # generated multi-turn tool files verl must be able to load (absent in a dry run: they are
+        # generated from the convert output at run time)
+        "tool_files": tool_files,
+        "tools_root": str(PROJECT_ROOT),
     }
 
 
@@ -188,6 +195,7 @@ def spec_error(spec_name: str, error: dict[str, Any], verl_version: str, estimat
         "new_keys": "train",
         "validate": "train",
         "plugin": "train.algorithm.adv_estimator",
+        "tools": "train.rollout.multi_turn",
     }.get(step, "train")
     text = f"spec '{spec_name}': {where}: verl {verl_version} rejects the config ({step}): {first}"
     if hint:

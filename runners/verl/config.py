@@ -23,6 +23,7 @@ import yaml
 
 from registry import redact
 from runners.reward_file import verl_reward_config
+from runners.verl.multi_turn import rollout_keys
 
 if TYPE_CHECKING:
     from registry.spec import Spec
@@ -32,6 +33,7 @@ CONFIG_NAME = "rlreg_verl"
 VERL_SEARCHPATH = "pkg://verl.trainer.config"
 EGPO_PLUGIN_MODULE = "runners.verl.egpo_plugin"
 REWARD_FILE = Path(__file__).resolve().parents[1] / "reward.py"
+MULTI_TURN_REWARD_FILE = Path(__file__).resolve().with_name("multi_turn_reward.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EGPO_ESTIMATORS = ("egpo", "egpo_token")
 
@@ -92,8 +94,10 @@ def build_config(
     env_vars: dict[str, str],
     experiment_name: str | None = None,
     project_root: Path | None = None,
+    tools_dir: str = "<train work dir>/verl",
 ) -> VerlLaunchConfig:
-    """Map ``spec.train`` (+ model and reward) onto verl keys. Paths arrive already resolved."""
+    """Map ``spec.train`` (+ model and reward) onto verl keys. Paths arrive already resolved;
+    ``tools_dir`` is where the multi-turn tool file is written (runners/verl/multi_turn.py)."""
     algo, rollout, optim, verl = train.algorithm, train.rollout, train.optimizer, train.verl
     micro = verl.ppo_micro_batch_size_per_gpu
     fsdp = {"param_offload": verl.param_offload, "optimizer_offload": verl.optimizer_offload}
@@ -123,6 +127,8 @@ def build_config(
 
     # reward.custom_reward_function: the key main_ppo reads (a top-level one is not migrated)
     reward_cfg: dict[str, Any] = {"custom_reward_function": verl_reward_config(spec.reward, project_root or PROJECT_ROOT)}
+    if rollout.multi_turn.enable:
+        reward_cfg["custom_reward_function"] = multi_turn_reward_config(reward_cfg["custom_reward_function"])
 
     ray_init: dict[str, Any] = {"runtime_env": {"env_vars": dict(env_vars)}}
     if verl.ray_address:
@@ -185,6 +191,7 @@ def build_config(
                 "log_prob_micro_batch_size_per_gpu": micro,
                 "dtype": verl.rollout_dtype,
                 "seed": train.seed,
+                **rollout_keys(rollout.multi_turn, tools_dir),
             },
         },
         "reward": reward_cfg,
@@ -207,6 +214,16 @@ def build_config(
         "ray_kwargs": {"ray_init": ray_init},
     }
     return VerlLaunchConfig(config=config, overrides=override_list(verl.verl_overrides))
+
+
+def multi_turn_reward_config(inner: dict[str, Any]) -> dict[str, Any]:
+    """The spec's reward behind runners/verl/multi_turn_reward.py, which scores the final
+    assistant turn of a decoded multi-turn response (verl decodes the tool turns too)."""
+    return {
+        "path": str(MULTI_TURN_REWARD_FILE),
+        "name": "compute_score",
+        "reward_kwargs": {**inner["reward_kwargs"], "rlreg_reward_path": inner["path"], "rlreg_reward_name": inner["name"]},
+    }
 
 
 def _escape_interpolations(node: Any) -> Any:

@@ -80,6 +80,7 @@ def plan_train(
         # an existing Ray cluster's workers do not inherit this process's environment
         env_vars=env,
         project_root=project_root,
+        tools_dir=str(config_dir),
     )
     return TrainPlan(
         python=resolve_verl_python(train.verl.python, project_root),
@@ -99,19 +100,23 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     config_dir = ctx.work_dir / "verl"
     if config_dir.exists():
         shutil.rmtree(config_dir)
+    train_files, val_files = ctx.input("convert.train").resolve(), ctx.input("convert.test").resolve()
+    multi_turn_info: dict[str, Any] = {}
+    if train.rollout.multi_turn.enable:
+        train_files, val_files, multi_turn_info = _prepare_multi_turn(train, ctx, train_files, val_files, config_dir)
     plan = plan_train(
         train,
         ctx.spec,
         project_root=ctx.project_root,
         model_path=str(_model_path(ctx)),
-        train_files=str(ctx.input("convert.train").resolve()),
-        val_files=str(ctx.input("convert.test").resolve()),
+        train_files=str(train_files),
+        val_files=str(val_files),
         checkpoint_dir=checkpoint_dir,
         config_dir=config_dir,
         tracking_uri=_tracking_uri(ctx),
         run_id=ctx.tracker.run_id,
     )
-    plan.launch.write(config_dir)
+    plan.launch.write(config_dir)  # the multi-turn tool file is already there (verl loads it in the check)
     composed = check_config(plan.launch, plan.python, spec_name=ctx.spec.name, config_dir=config_dir)
     # what rlreg writes is masked (registry/redact.py); verl itself gets the real argv in memory
     redact.write_text(config_dir / "composed_config.yaml", yaml.safe_dump(composed, sort_keys=False))
@@ -142,11 +147,33 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     }
     if resumed_from is not None:
         info["resumed_from_step"] = resumed_from
+    info.update(multi_turn_info)
     out_config = ctx.out_dir / "verl_config"
     shutil.copytree(config_dir, out_config)
     if history_path is not None:
         info["entropy_history_steps"] = len(json.loads(history_path.read_text()))
     return StageResult(outputs={"checkpoints": pointer, "verl_config": out_config}, metrics=metrics, info=info)
+
+
+def _prepare_multi_turn(
+    train: TrainSpec, ctx: StageContext, train_files: Path, val_files: Path, config_dir: Path
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Rows for verl's tool_agent loop (runners/verl/multi_turn_data.py) in the work dir, and the
+    tool file verl loads (runners/verl/multi_turn.py) in ``config_dir``."""
+    from runners.verl.multi_turn import dataset_tool_schemas, write_tool_files
+    from runners.verl.multi_turn_data import prepare_parquet
+
+    mt = train.rollout.multi_turn
+    schemas = dataset_tool_schemas([train_files, val_files])
+    tools_config = ctx.resolve_path(mt.tools_config) if mt.tools_config else None
+    tool_path = write_tool_files(mt, config_dir, schemas, tools_config)
+    data_dir = ctx.work_dir / "verl_data"
+    replay = mt.tool_source == "replay"
+    stats = prepare_parquet(train_files, data_dir / "train.parquet", list(schemas), replay=replay)
+    prepare_parquet(val_files, data_dir / "test.parquet", list(schemas), replay=replay)
+    info = {"multi_turn_tool_file": str(tool_path), "multi_turn_tools": len(schemas),
+            **{f"multi_turn_train_{k}": v for k, v in stats.items()}}
+    return data_dir / "train.parquet", data_dir / "test.parquet", info
 
 
 def _model_path(ctx: StageContext) -> Path:
