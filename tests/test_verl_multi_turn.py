@@ -216,3 +216,37 @@ def test_recorded_answer_rules():
     call = T.answering("lookup_user", "runners.demo_tools:lookup_user", ["lookup_user"])
     assert json.loads(call(name="bob17")) == demo_tools.lookup_user("bob17")
     assert T.answering("nope", None, ["lookup_user"])().startswith("Error: unknown tool 'nope'")
+
+
+# -- per-round entropy (written by the plugin in verl's driver) -------------------------------------
+
+
+def test_round_entropy_key():
+    spec = multi_turn_spec(entropy_k=7)
+    cfg = build_config(spec.train, spec, model_path="/m", train_files="/t", val_files="/v", checkpoint_dir="/c",
+                       env_vars={}, entropy_dir="/work/entropy_steps")
+    assert cfg.config["algorithm"]["round_entropy"] == {"k": 7, "dir": "/work/entropy_steps"}
+    assert "round_entropy" not in launch(load_spec(ROOT / "specs" / "verl8.yaml").spec).config["algorithm"]
+
+
+def test_round_records_on_a_non_contiguous_mask(tmp_path):
+    import math
+
+    import torch
+
+    from runners.verl import round_entropy as E
+
+    # turn 0 (4 tokens) | tool (3, masked) | turn 1 (3) | padding
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    ent = torch.tensor([[1.0, 2.0, 3.0, 4.0, 50.0, 50.0, 50.0, 6.0, 8.0, 10.0, 50.0, 50.0],
+                        [2.0, 4.0] + [50.0] * 10])
+    assert E.mask_rounds(mask[0]) == [(0, 4), (7, 3)] and E.mask_rounds(mask[1]) == [(0, 2)]
+    recs = E.round_records(ent, mask, k=2, vocab_size=100, step=3, uids=["a", "b"])
+    log_v = math.log(100)
+    assert [(r["sample_idx"], r["round"], r["is_after_tool_call"], r["k_used"], r["num_tokens"]) for r in recs] == [
+        (0, 0, False, 2, 4), (0, 1, True, 2, 3), (1, 0, False, 2, 2)]
+    assert [r["entropy"] for r in recs] == pytest.approx([1.5 / log_v, 7.0 / log_v, 3.0 / log_v])
+    assert E.round_metrics(recs) == pytest.approx({"rollout/entropy_after_tool/round_0": 2.25 / log_v,
+                                                   "rollout/entropy_after_tool/round_1": 7.0 / log_v})
+    path = E.write_step_file(tmp_path / "steps", 3, recs)
+    assert path.name == "entropy_step_3.json" and json.loads(path.read_text())[1]["uid"] == "a"

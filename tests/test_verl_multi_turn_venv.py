@@ -194,3 +194,74 @@ def test_egpo_plugin_think_scope_on_a_multi_turn_mask():
     mask = [[1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]]
     for row, value, m in zip(got["adv"], expected, mask):
         assert row == pytest.approx([value * k for k in m], abs=1e-6)  # masked tokens stay 0
+
+
+ROUNDS_V1 = """
+import json, sys
+import torch
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from tensordict.tensorclass import NonTensorData, NonTensorStack
+import runners.verl.egpo_plugin  # noqa: F401 - installs the import hook, as VERL_USE_EXTERNAL_MODULES does
+from verl.trainer.ppo.v1 import trainer_base
+
+out_dir = sys.argv[1]
+mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 1, 1, 0, 0, 0]])
+lengths = [10, 7]
+ent = torch.tensor([[1.0, 2.0, 3.0, 4.0, 50.0, 50.0, 50.0, 6.0, 8.0, 10.0],
+                    [2.0, 4.0, 6.0, 50.0, 50.0, 1.0, 3.0, 0.0, 0.0, 0.0]])
+rewards = torch.zeros(2, 10); rewards[0, 9] = 1.0
+def nested(t, dtype=None):
+    return torch.nested.as_nested_tensor([t[i, : lengths[i]].to(dtype or t.dtype) for i in range(2)], layout=torch.jagged)
+store = TensorDict({"uid": NonTensorStack(NonTensorData("p0"), NonTensorData("p0")),
+                    "response_mask": nested(mask, torch.long), "rm_scores": nested(rewards),
+                    "old_log_probs": nested(torch.zeros(2, 10)), "entropy": nested(ent),
+                    "responses": nested(torch.ones(2, 10, dtype=torch.long)),
+                    "prompts": nested(torch.ones(2, 10, dtype=torch.long))}, batch_size=[2])
+written = {}
+class StubTQ:
+    @staticmethod
+    def kv_batch_get(keys, partition_id, select_fields):
+        return store.select(*[f for f in select_fields if f in store.keys()])
+    @staticmethod
+    def kv_batch_put(keys, partition_id, fields):
+        written.update(dict(fields.items()))
+        return "batch-meta"
+trainer_base.tq = StubTQ
+Concrete = type("Concrete", (trainer_base.PPOTrainer,),
+                {n: (lambda *a, **k: None) for n in trainer_base.PPOTrainer.__abstractmethods__})
+trainer = object.__new__(Concrete)
+trainer.config = OmegaConf.create({"algorithm": {"adv_estimator": "grpo", "norm_adv_by_std_in_grpo": True,
+                                                 "use_kl_in_reward": False, "gamma": 1.0, "lam": 1.0,
+                                                 "round_entropy": {"k": 2, "dir": out_dir}},
+                                   "actor_rollout_ref": {"rollout": {"n": 2}}})
+trainer.tokenizer = [0] * 100  # len() = V
+trainer.global_steps = 4
+class Meta:
+    keys = ["p0_0_0", "p0_1_1"]
+    partition_id = "train"
+    def __len__(self):
+        return 2
+metrics = {}
+trainer._compute_advantage(Meta(), metrics)
+adv = written["advantages"].to_padded_tensor(0.0)
+print(json.dumps({"metrics": {k: float(v) for k, v in metrics.items() if k.startswith("rollout/")},
+                  "adv": adv.tolist(), "patched": bool(trainer_base.PPOTrainer._compute_advantage._rlreg_patched)}))
+"""
+
+
+def test_v1_trainer_records_per_round_entropy_for_any_estimator(tmp_path):
+    import math
+
+    got = _verl_run(ROUNDS_V1, str(tmp_path))
+    assert got["patched"]
+    log_v = math.log(100)
+    # round 0: mean of the first 2 model tokens (1,2) and (2,4); round 1: (6,8) and (1,3) — tool tokens (50) never
+    assert got["metrics"] == pytest.approx({"rollout/entropy_after_tool/round_0": 2.25 / log_v,
+                                            "rollout/entropy_after_tool/round_1": 4.5 / log_v})
+    records = json.loads((tmp_path / "entropy_step_4.json").read_text())
+    assert [(r["sample_idx"], r["round"], r["uid"], r["step"]) for r in records] == [
+        (0, 0, "p0", 4), (0, 1, "p0", 4), (1, 0, "p0", 4), (1, 1, "p0", 4)]
+    # GRPO itself is untouched: rewards [1, 0] -> +-0.7071 on model tokens
+    a = 0.5 / (0.5 ** 0.5 + 1e-6)
+    assert got["adv"][0][0] == pytest.approx(a, abs=1e-5) and got["adv"][1][0] == pytest.approx(-a, abs=1e-5)

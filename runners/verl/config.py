@@ -40,6 +40,7 @@ EGPO_ESTIMATORS = ("egpo", "egpo_token")
 # Subtrees this mapping adds to verl's config on purpose (verl allows extra keys there).
 EXPECTED_NEW_KEYS = (
     "algorithm.egpo",
+    "algorithm.round_entropy",
     "reward.custom_reward_function.reward_kwargs",
     "ray_kwargs.ray_init.runtime_env.env_vars",
     "ray_kwargs.ray_init.address",
@@ -95,9 +96,11 @@ def build_config(
     experiment_name: str | None = None,
     project_root: Path | None = None,
     tools_dir: str = "<train work dir>/verl",
+    entropy_dir: str = "<train work dir>/entropy_steps",
 ) -> VerlLaunchConfig:
     """Map ``spec.train`` (+ model and reward) onto verl keys. Paths arrive already resolved;
-    ``tools_dir`` is where the multi-turn tool file is written (runners/verl/multi_turn.py)."""
+    ``tools_dir`` is where the multi-turn tool file is written (runners/verl/multi_turn.py),
+    ``entropy_dir`` where the plugin writes a multi-turn run's entropy_step_N.json files."""
     algo, rollout, optim, verl = train.algorithm, train.rollout, train.optimizer, train.verl
     micro = verl.ppo_micro_batch_size_per_gpu
     fsdp = {"param_offload": verl.param_offload, "optimizer_offload": verl.optimizer_offload}
@@ -117,6 +120,9 @@ def build_config(
             "metric": algo.filter_groups.metric,
             "max_num_gen_batches": algo.filter_groups.max_num_gen_batches,
         }
+    if rollout.multi_turn.enable:
+        # read by runners/verl/egpo_plugin.py: per-round entropy, which verl does not record
+        algorithm["round_entropy"] = {"k": rollout.multi_turn.entropy_k, "dir": entropy_dir}
     if algo.adv_estimator in EGPO_ESTIMATORS:
         # read by runners/verl/egpo_plugin.py (and runners.common.advantages.config_value)
         algorithm["egpo"] = {

@@ -16,7 +16,9 @@ The driver patch is exact for any ppo_epochs / mini-batch count.
 * v1 trainer (``trainer.use_v1: true``, verl 0.9's default): ``PPOTrainer._compute_advantage`` is
   wrapped; it reads ``entropy``, ``responses``, ``response_mask``, ``prompts`` from the TransferQueue (the old-log-
   prob step stored them there), builds the scope mask, and holds both while the original runs.
-  EGPO's stats (``egpo/bonus_mean`` …) are added to the step's metrics.
+  EGPO's stats (``egpo/bonus_mean`` …) are added to the step's metrics. With
+  ``algorithm.round_entropy`` (rlreg sets it for multi-turn specs, any estimator) the same patch
+  records the entropy of each rollout round's first k tokens (``runners/verl/round_entropy.py``).
 * legacy trainer (``use_v1: false``): ``RayPPOTrainer._compute_old_log_prob`` is wrapped to keep a
   copy of ``entropys`` before the driver pops it; the estimator picks it up in the same step.
 
@@ -170,28 +172,55 @@ def _is_egpo(config: Any) -> bool:
 # -- trainer patches ----------------------------------------------------------------------------
 
 
+def _round_entropy_config(config: Any) -> Any:
+    """``algorithm.round_entropy`` ({k, dir}; written by rlreg for multi-turn specs), or None."""
+    return config_value(config.algorithm, "round_entropy", None)
+
+
+def record_round_entropy(trainer: Any, rounds_cfg: Any, entropy: torch.Tensor, mask: torch.Tensor,
+                         uids: Any, metrics: dict) -> None:
+    """The step's per-round entropy: metrics + ``<dir>/entropy_step_<N>.json``. V = the trainer
+    tokenizer's length (the builtin uses the logits' width; for Qwen3 log V differs by 0.02 %)."""
+    from pathlib import Path
+
+    from runners.verl.round_entropy import round_metrics, round_records, write_step_file
+
+    step = int(getattr(trainer, "global_steps", 0))
+    vocab = config_value(rounds_cfg, "vocab_size", None) or len(trainer.tokenizer)
+    records = round_records(entropy, mask, int(config_value(rounds_cfg, "k", 20)), int(vocab), step, uids)
+    metrics.update(round_metrics(records))
+    write_step_file(Path(str(config_value(rounds_cfg, "dir", "entropy_steps"))), step, records)
+
+
 def patch_v1_trainer(module: Any) -> None:
-    """Wrap ``PPOTrainer._compute_advantage`` (verl/trainer/ppo/v1/trainer_base.py)."""
+    """Wrap ``PPOTrainer._compute_advantage`` (verl/trainer/ppo/v1/trainer_base.py): EGPO's
+    entropy, and (multi-turn specs) the per-round entropy record."""
     cls = module.PPOTrainer
     original = cls._compute_advantage
     if getattr(original, "_rlreg_patched", False):
         return
 
     def _compute_advantage(self, batch, metrics):
-        if not _is_egpo(self.config):
+        egpo, rounds_cfg = _is_egpo(self.config), _round_entropy_config(self.config)
+        if not egpo and not rounds_cfg:
             return original(self, batch, metrics)
-        data = module.tq.kv_batch_get(
-            keys=batch.keys,
-            partition_id=batch.partition_id,
-            select_fields=["entropy", "responses", "response_mask", "prompts"],
-        )
+        fields = ["entropy", "responses", "response_mask", "prompts"] + (["uid"] if rounds_cfg else [])
+        data = module.tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         if "entropy" not in data.keys():  # noqa: SIM118 - a TensorDict, not a dict
+            if not egpo:  # the round record is a diagnostic: say so once per step, train on
+                print("[rlreg] round entropy: no per-token entropy this step (bypass mode?)", flush=True)
+                return original(self, batch, metrics)
             raise RuntimeError(
                 "EGPO needs the per-token entropy of the old-log-prob pass, which this step skipped "
                 "(algorithm.rollout_correction.bypass_mode=true reuses the rollout log-probs): disable bypass mode"
             )
         data = data.to_padded_tensor()
+        uids = data.pop("uid").tolist() if "uid" in data.keys() else None  # noqa: SIM118 - as verl reads it
         entropy, responses, mask = data["entropy"], data["responses"], data["response_mask"]
+        if rounds_cfg:
+            record_round_entropy(self, rounds_cfg, entropy.float(), mask, uids, metrics)
+        if not egpo:
+            return original(self, batch, metrics)
         prompts = data["prompts"] if "prompts" in data.keys() else None  # noqa: SIM118
         scope = scope_mask_for(self.config.algorithm, getattr(self, "tokenizer", None), responses, mask, prompts)
         with provide_entropy(entropy.float(), scope) as slot:

@@ -81,6 +81,7 @@ def plan_train(
         env_vars=env,
         project_root=project_root,
         tools_dir=str(config_dir),
+        entropy_dir=str(config_dir.parent / "entropy_steps"),
     )
     return TrainPlan(
         python=resolve_verl_python(train.verl.python, project_root),
@@ -150,9 +151,16 @@ def run_train(train: TrainSpec, ctx: StageContext) -> StageResult:
     info.update(multi_turn_info)
     out_config = ctx.out_dir / "verl_config"
     shutil.copytree(config_dir, out_config)
+    outputs = {"checkpoints": pointer, "verl_config": out_config}
+    entropy_dir = ctx.work_dir / "entropy_steps"  # multi-turn: written by the plugin in verl's driver
+    if train.rollout.multi_turn.enable and entropy_dir.is_dir() and any(entropy_dir.glob("entropy_step_*.json")):
+        outputs["entropy_steps"] = ctx.out_dir / "entropy_steps"
+        shutil.copytree(entropy_dir, outputs["entropy_steps"])
+        ctx.tracker.log_artifacts(outputs["entropy_steps"], "entropy_steps")
+        info["entropy_step_files"] = len(list(entropy_dir.glob("entropy_step_*.json")))
     if history_path is not None:
         info["entropy_history_steps"] = len(json.loads(history_path.read_text()))
-    return StageResult(outputs={"checkpoints": pointer, "verl_config": out_config}, metrics=metrics, info=info)
+    return StageResult(outputs=outputs, metrics=metrics, info=info)
 
 
 def _prepare_multi_turn(
