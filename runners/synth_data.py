@@ -184,11 +184,13 @@ def _multi_turn_task(r: random.Random) -> tuple[str, Task, str, Task]:
     from runners.demo_tools import lookup_user  # demo_tools imports this module's constants
 
     handle, status = f"{r.choice(NAMES)}{r.randint(10, 99)}", r.choice(ORDER_STATUS)
-    user = r.choice([f"List the {status} orders of user {handle}.",
-                     f"Which orders of {handle} are {status}?",
-                     f"Show me {handle}'s {status} orders."])
+    # quoted as in the calls' JSON, so the values are the same tokens in the user turn and the
+    # call (a tiny model learns to copy a token sequence; ' grace' and 'grace' are different tokens)
+    user = r.choice([f'List the orders of user "{handle}" with status "{status}".',
+                     f'Which orders of "{handle}" are "{status}"?',
+                     f'Show me the "{status}" orders of "{handle}".'])
     answer = lookup_user(handle)
-    first = (user, f"I need the user id of {handle} first.", [_call("lookup_user", name=handle)])
+    first = (user, f'I need the user id of "{handle}" first.', [_call("lookup_user", name=handle)])
     final = (user, f"The user id is {answer['user_id']}; now list the {status} orders.",
              [_call("get_orders", user_id=answer["user_id"], status=status)])
     return user, first, json.dumps(answer, ensure_ascii=False), final
