@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from runners.synth_data import CABINS, CURRENCIES, LANDMARKS, LANGUAGES, ORDER_STATUS
+from runners.synth_data import ACCOUNT_WORDS, CABINS, CURRENCIES, LANDMARKS, LANGUAGES, ORDER_STATUS
 
 # Fixed demo rates (units of USD per unit of currency); not market data.
 USD_PER_UNIT = {"USD": 1.0, "EUR": 1.08, "GBP": 1.27, "JPY": 0.0067, "CNY": 0.14}
@@ -91,3 +91,18 @@ def find_landmark(name: str) -> dict:
     if name not in LANDMARKS:
         raise ValueError(f"unknown landmark {name!r} (known: {', '.join(sorted(LANDMARKS))})")
     return {"landmark": name, "city": LANDMARKS[name]}
+
+
+def find_account(handle: str) -> dict:
+    """The multi-turn task's lookup: a handle's account code (a hash; nothing else knows it)."""
+    if not isinstance(handle, str) or not handle:
+        raise ValueError(f"handle must be a non-empty string, got {handle!r}")
+    return {"handle": handle, "account": ACCOUNT_WORDS[_stable_int("account", handle, low=0, high=len(ACCOUNT_WORDS) - 1)]}
+
+
+def list_orders(account: str, status: str) -> dict:
+    _one_of("account", account, ACCOUNT_WORDS)
+    _one_of("status", status, ORDER_STATUS)
+    n = _stable_int(account, status, low=0, high=3)
+    return {"account": account, "status": status,
+            "orders": [{"order_id": _stable_int(account, status, i, low=1000, high=9999)} for i in range(n)]}

@@ -7,9 +7,9 @@ celsius?" → ``get_weather(city="Paris", unit="celsius")``. Optional arguments 
 only when the user mentions them. Some records ask for two things (two calls in one answer); some
 carry an earlier assistant tool call and a ``tool`` response whose value the final call must copy
 (e.g. a user id looked up first). With ``multi_turn_fraction`` some records are multi-turn tasks
-(:func:`_multi_turn_task`): the user names an account handle the model has never seen, the model
-must call ``lookup_user``, read the id in the tool's answer, then call ``get_orders`` with it; the
-recorded tool answer is what ``runners.demo_tools.lookup_user`` returns, so executing the tool and
+(:func:`_multi_turn_task`): the user names a handle the model has never seen, the model must call
+``find_account``, read the account code in the tool's answer, then call ``list_orders`` with it; the
+recorded tool answer is what ``runners.demo_tools.find_account`` returns, so executing the tool and
 replaying the record agree. The final assistant turn is always
 ``<think>SHORT REASONING</think>\\n\\n<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>``.
 
@@ -79,6 +79,20 @@ TOOLS: dict[str, dict] = {t["function"]["name"]: t for t in [
         "user_id": {"type": "integer"}, "status": {"type": "string", "enum": ORDER_STATUS},
     }, ["user_id", "status"]),
     _fn("find_landmark", "Find the city a landmark is in.", {"name": {"type": "string"}}, ["name"]),
+]}
+
+# The multi-turn kind's own tools. Kept out of TOOLS: the other kinds draw distractors from TOOLS,
+# and a longer list would change every default record.
+ACCOUNT_WORDS = ["amber", "birch", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "jasper",
+                 "kelp", "lotus", "maple", "nectar", "onyx", "pebble", "quartz", "raven", "sable", "tulip",
+                 "umber", "velvet", "willow", "yarrow", "zephyr", "acorn", "basalt", "cobalt", "dune", "flint"]
+MULTI_TURN_TOOLS: dict[str, dict] = {t["function"]["name"]: t for t in [
+    _fn("find_account", "Find the account code of a user handle.",
+        {"handle": {"type": "string", "description": "User handle."}}, ["handle"]),
+    _fn("list_orders", "List the orders of an account.", {
+        "account": {"type": "string", "description": "Account code from find_account."},
+        "status": {"type": "string", "enum": ORDER_STATUS},
+    }, ["account", "status"]),
 ]}
 
 Call = dict[str, Any]
@@ -177,22 +191,25 @@ CHAIN_TASKS = [_orders_chain, _landmark_chain]
 
 # -- multi-turn tasks: the final call needs a value only the executed tool knows -------------------
 def _multi_turn_task(r: random.Random) -> tuple[str, Task, str, Task]:
-    """``(user, lookup call, tool answer, final call)``. The handle is drawn from 12 x 90 values
-    and its id is a hash (``runners.demo_tools.lookup_user``): a model cannot memorise or compute
-    it, it has to call the tool and copy the id from the answer. Unlike ``_orders_chain`` (a
-    random id in a recorded turn), the recorded answer equals the executed tool's."""
-    from runners.demo_tools import lookup_user  # demo_tools imports this module's constants
+    """``(user, lookup call, tool answer, final call)``: ``find_account(handle)``, then
+    ``list_orders(account, status)`` with the code from its answer. The handle is drawn from
+    12 x 90 values and its code is a hash (``runners.demo_tools.find_account``): a model cannot
+    memorise or compute it, it has to call the tool and copy the code from the answer. The recorded
+    answer equals the executed tool's (unlike ``_orders_chain``, a random id in a recorded turn).
+
+    Shaped so a ~400k-parameter model learns the copies: values are quoted in the user turn as in
+    the calls' JSON (``' grace'`` and ``'grace'`` are different tokens), the code is one word (one
+    token to copy), and the reasoning repeats no value (one source per value)."""
+    from runners.demo_tools import find_account  # demo_tools imports this module's constants
 
     handle, status = f"{r.choice(NAMES)}{r.randint(10, 99)}", r.choice(ORDER_STATUS)
-    # quoted as in the calls' JSON, so the values are the same tokens in the user turn and the
-    # call (a tiny model learns to copy a token sequence; ' grace' and 'grace' are different tokens)
-    user = r.choice([f'List the orders of user "{handle}" with status "{status}".',
+    user = r.choice([f'List the "{status}" orders of "{handle}".',
                      f'Which orders of "{handle}" are "{status}"?',
-                     f'Show me the "{status}" orders of "{handle}".'])
-    answer = lookup_user(handle)
-    first = (user, f'I need the user id of "{handle}" first.', [_call("lookup_user", name=handle)])
-    final = (user, f"The user id is {answer['user_id']}; now list the {status} orders.",
-             [_call("get_orders", user_id=answer["user_id"], status=status)])
+                     f'Show me the orders of "{handle}" with status "{status}".'])
+    answer = find_account(handle)
+    first = (user, "I need the account code first.", [_call("find_account", handle=handle)])
+    final = (user, "I have the account code; now I list the orders.",
+             [_call("list_orders", account=answer["account"], status=status)])
     return user, first, json.dumps(answer, ensure_ascii=False), final
 
 
@@ -207,7 +224,7 @@ def _tools_for(r: random.Random, used: list[str], distractors: int = 2) -> list[
     others = [n for n in sorted(TOOLS) if n not in used]
     names = sorted(set(used) | set(r.sample(others, min(distractors, len(others)))))
     r.shuffle(names)
-    return [TOOLS[n] for n in names]
+    return [TOOLS[n] if n in TOOLS else MULTI_TURN_TOOLS[n] for n in names]
 
 
 def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two_call_fraction: float = 0.2,
@@ -280,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--two-call-fraction", type=float, default=0.2, help="fraction answered with two calls")
     parser.add_argument("--distractor-tools", type=int, default=2, help="tools offered beyond the needed ones")
     parser.add_argument("--multi-turn-fraction", type=float, default=0.0,
-                        help="fraction of multi-turn tasks (lookup_user, then get_orders with its answer)")
+                        help="fraction of multi-turn tasks (find_account, then list_orders with its answer)")
     parser.add_argument("-o", "--output", required=True, help="output .json file (a JSON array)")
     args = parser.parse_args(argv)
     fractions = (args.tool_response_fraction, args.two_call_fraction, args.multi_turn_fraction)

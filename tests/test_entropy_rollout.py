@@ -162,10 +162,10 @@ def test_load_tools_config_errors_name_the_entry(tmp_path, body, message):
 def test_demo_tools_config_covers_every_synthetic_tool():
     from pathlib import Path
 
-    from runners.synth_data import TOOLS, make_record
+    from runners.synth_data import MULTI_TURN_TOOLS, TOOLS, make_record
 
     tools = load_tools_config(Path(__file__).parents[1] / "specs/tools/demo_tools.yaml")
-    assert set(tools) == set(TOOLS)
+    assert set(tools) == set(TOOLS) | set(MULTI_TURN_TOOLS)
     # Each tool runs on the arguments the dataset itself uses.
     answerer = ToolAnswerer("tools_config", tools)
     for i in range(60):

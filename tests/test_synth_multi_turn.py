@@ -48,37 +48,40 @@ def _multi_turn(n=200, seed=0, distractors=2):
 
 
 def test_multi_turn_records_need_the_lookup_answer():
-    tools = {"lookup_user": demo_tools.lookup_user}
     for rec in _multi_turn():
         msgs = rec["messages"]
         assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool", "assistant"]
         (lookup,) = R.parse_tool_calls(msgs[2]["content"])
         (final,) = R.parse_tool_calls(msgs[4]["content"])
-        assert lookup["name"] == "lookup_user" and final["name"] == "get_orders"
-        handle = lookup["arguments"]["name"]
-        assert handle in msgs[1]["content"]  # the lookup argument comes from the user turn
+        assert lookup["name"] == "find_account" and final["name"] == "list_orders"
+        handle = lookup["arguments"]["handle"]
+        assert f'"{handle}"' in msgs[1]["content"]  # the lookup argument comes from the user turn
+        assert f'"{final["arguments"]["status"]}"' in msgs[1]["content"]
         # the recorded tool turn is exactly what executing the tool returns (replay == execution)
         answer = json.loads(msgs[3]["content"])
-        assert answer == tools["lookup_user"](**lookup["arguments"])
-        user_id = final["arguments"]["user_id"]
-        assert user_id == answer["user_id"] and isinstance(user_id, int)
-        # ... and the id is nowhere before the tool turn: not in the prompt, not in the tool schemas
-        before = json.dumps(msgs[:2]) + json.dumps(rec["tools"])
-        assert str(user_id) not in before
-        assert str(user_id) in msgs[3]["content"]
+        assert answer == demo_tools.find_account(**lookup["arguments"])
+        code = final["arguments"]["account"]
+        assert code == answer["account"]
+        # ... and the code is nowhere before the tool turn: not in the prompt, not in the tool schemas
+        before = json.dumps(msgs[:3]) + json.dumps(rec["tools"])
+        assert code not in before
+        # the final call executes
+        assert demo_tools.list_orders(**final["arguments"])["account"] == code
         # both assistant turns have the strict reward's format
         for turn in (msgs[2], msgs[4]):
             assert R.think_tool_call_reward(turn["content"], turn["content"]) == 1.0
         names = {t["function"]["name"] for t in rec["tools"]}
-        assert {"lookup_user", "get_orders"} <= names and len(names) == 4
+        assert {"find_account", "list_orders"} <= names and len(names) == 4
 
 
-def test_the_id_cannot_be_memorised():
-    # many distinct handles (12 names x 90 numbers) and ids: a lookup table in the weights won't do
+def test_the_code_cannot_be_memorised():
+    # many distinct handles (12 names x 90 numbers), codes spread over the word list: a lookup
+    # table in the weights won't do, guessing one code is right 1 time in 30
     recs = _multi_turn(400)
-    handles = {R.parse_tool_calls(r["messages"][2]["content"])[0]["arguments"]["name"] for r in recs}
-    ids = {json.loads(r["messages"][3]["content"])["user_id"] for r in recs}
-    assert len(handles) > 300 and len(ids) > 300
+    handles = [R.parse_tool_calls(r["messages"][2]["content"])[0]["arguments"]["handle"] for r in recs]
+    codes = [json.loads(r["messages"][3]["content"])["account"] for r in recs]
+    assert len(set(handles)) > 300 and len(set(codes)) == len(S.ACCOUNT_WORDS)
+    assert max(codes.count(c) for c in set(codes)) / len(codes) < 0.1
 
 
 def test_multi_turn_records_deterministic_by_seed_and_prefix_stable():
@@ -89,17 +92,8 @@ def test_multi_turn_records_deterministic_by_seed_and_prefix_stable():
 
 
 def test_fraction_mixes_kinds():
-    # the multi-turn kind is told apart from the older chain kind by its executable tool answer
     recs = list(S.generate_records(1000, 0, 0.2, 0.2, 2, multi_turn_fraction=0.3))
-
-    def executable(rec):
-        msgs = rec["messages"]
-        if len(msgs) != 5 or "lookup_user" not in msgs[2]["content"]:
-            return False
-        handle = R.parse_tool_calls(msgs[2]["content"])[0]["arguments"]["name"]
-        return json.loads(msgs[3]["content"]) == demo_tools.lookup_user(handle)
-
-    share = sum(map(executable, recs)) / len(recs)
+    share = sum("find_account" in r["messages"][2]["content"] for r in recs) / len(recs)
     assert 0.25 < share < 0.35
 
 
@@ -107,11 +101,10 @@ def test_demo_tools_config_executes_both_tools():
     import yaml
 
     doc = yaml.safe_load((ROOT / "specs/tools/demo_tools.yaml").read_text())
-    assert doc["tools"]["lookup_user"] == "runners.demo_tools:lookup_user"
-    assert doc["tools"]["get_orders"] == "runners.demo_tools:get_orders"
-    rec = _multi_turn(1)[0]
-    final = R.parse_tool_calls(rec["messages"][4]["content"])[0]
-    assert demo_tools.get_orders(**final["arguments"])["user_id"] == final["arguments"]["user_id"]
+    assert doc["tools"]["find_account"] == "runners.demo_tools:find_account"
+    assert doc["tools"]["list_orders"] == "runners.demo_tools:list_orders"
+    with pytest.raises(ValueError, match="account must be one of"):
+        demo_tools.list_orders("not-a-code", "open")  # a guessed code is an error the model reads
 
 
 def test_spec_field_and_bounds():

@@ -137,7 +137,7 @@ def test_rows_for_the_tool_agent(tmp_path):
         assert row["extra_info"]["tool_selection"] == [t["function"]["name"] for t in rec["tools"]]
         kwargs = row["extra_info"]["tools_kwargs"]
         assert set(kwargs) == set(schemas)  # one uniform struct: every tool, every row
-        recorded = json.loads(kwargs["lookup_user"]["create_kwargs"]["recorded"])
+        recorded = json.loads(kwargs["find_account"]["create_kwargs"]["recorded"])
         tools = [m["content"] for m in msgs[:-1] if m["role"] == "tool"]
         assert [a for r in recorded for a in r["answers"]] == tools
         if tools:
@@ -148,7 +148,7 @@ def test_rows_for_the_tool_agent(tmp_path):
 
 def test_tools_config_rows_carry_no_tools_kwargs(tmp_path):
     src = write_convert_parquet(tmp_path / "train.parquet", mixed_records(4))
-    D.prepare_parquet(src, tmp_path / "mt.parquet", ["lookup_user"], replay=False)
+    D.prepare_parquet(src, tmp_path / "mt.parquet", ["find_account"], replay=False)
     assert "tools_kwargs" not in pq.read_table(tmp_path / "mt.parquet").to_pylist()[0]["extra_info"]
 
 
@@ -158,7 +158,7 @@ def test_tools_config_rows_carry_no_tools_kwargs(tmp_path):
 def test_tool_files(tmp_path):
     src = write_convert_parquet(tmp_path / "train.parquet", mixed_records())
     schemas = M.dataset_tool_schemas([src])
-    assert {"lookup_user", "get_orders"} <= set(schemas)
+    assert {"find_account", "list_orders"} <= set(schemas)
     replay = M.write_tool_files(multi_turn_spec().train.rollout.multi_turn, tmp_path / "r", schemas, DEMO_TOOLS)
     import yaml
 
@@ -166,7 +166,7 @@ def test_tool_files(tmp_path):
     by_name = {t["tool_schema"]["function"]["name"]: t for t in doc["tools"]}
     assert set(by_name) == set(schemas)
     assert all(t["class_name"] == "runners.verl.replay_tool.ReplayTool" for t in doc["tools"])
-    assert by_name["lookup_user"]["config"] == {"type": "native", "callable": "runners.demo_tools:lookup_user",
+    assert by_name["find_account"]["config"] == {"type": "native", "callable": "runners.demo_tools:find_account",
                                                 "known": sorted(set(schemas) | set(M.read_tools_config(DEMO_TOOLS)))}
     mt = multi_turn_spec(tool_source="tools_config", tools_config="specs/tools/demo_tools.yaml").train.rollout.multi_turn
     source = M.write_tool_files(mt, tmp_path / "f", schemas, DEMO_TOOLS).read_text()

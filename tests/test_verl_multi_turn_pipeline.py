@@ -60,5 +60,5 @@ def test_multi_turn_verl_spec_runs_through_the_pipeline(env, tmp_path):  # noqa:
         assert [m["role"] for m in before["prompt"]] == ["system", "user", "assistant", "tool"]
         assert [m["role"] for m in after["prompt"]] == ["system", "user"]
         assert after["agent_name"] == "tool_agent"
-        recorded = after["extra_info"]["tools_kwargs"]["lookup_user"]["create_kwargs"]["recorded"]
-        assert json.loads(recorded) == [{"calls": ["lookup_user"], "answers": [before["prompt"][3]["content"]]}]
+        recorded = after["extra_info"]["tools_kwargs"]["find_account"]["create_kwargs"]["recorded"]
+        assert json.loads(recorded) == [{"calls": ["find_account"], "answers": [before["prompt"][3]["content"]]}]

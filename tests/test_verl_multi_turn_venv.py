@@ -126,10 +126,10 @@ def test_verls_tool_dispatch_answers_like_the_record(prepared):
     records = prepared["records"]
     calls = []
     for rec in records:
-        handle = json.loads(rec["messages"][3]["content"])["name"]
+        handle = json.loads(rec["messages"][3]["content"])["handle"]
         # round 1 lookup (recorded), round 1 a different tool, round 2 lookup (nothing recorded), unknown tool
-        calls.append([[0, "lookup_user", {"name": handle}], [0, "get_orders", {"user_id": 7, "status": "open"}],
-                      [1, "lookup_user", {"name": "zed99"}], [0, "no_such_tool", {}]])
+        calls.append([[0, "find_account", {"handle": handle}], [0, "list_orders", {"account": "onyx", "status": "open"}],
+                      [1, "find_account", {"handle": "zed99"}], [0, "no_such_tool", {}]])
     answers = {}
     for name in ("replay", "tools_config"):
         _, _, tools_dir = prepared[name]
@@ -138,12 +138,12 @@ def test_verls_tool_dispatch_answers_like_the_record(prepared):
         function_tools = str(tools_dir / "rlreg_function_tools.py") if name == "tools_config" else ""
         answers[name] = _verl_run(CALL_TOOLS, tool_config, function_tools, str(rows))
     for rec, replay, executed in zip(records, answers["replay"], answers["tools_config"]):
-        handle = json.loads(rec["messages"][3]["content"])["name"]
+        handle = json.loads(rec["messages"][3]["content"])["handle"]
         # the recorded answer and the executed tool agree on the multi-turn task
-        assert replay[0] == rec["messages"][3]["content"] == executed[0] == json.dumps(demo_tools.lookup_user(handle))
+        assert replay[0] == rec["messages"][3]["content"] == executed[0] == json.dumps(demo_tools.find_account(handle))
         # not recorded for that tool / round: the tools_config callable runs
-        assert replay[1] == executed[1] == json.dumps(demo_tools.get_orders(7, "open"))
-        assert replay[2] == executed[2] == json.dumps(demo_tools.lookup_user("zed99"))
+        assert replay[1] == executed[1] == json.dumps(demo_tools.list_orders("onyx", "open"))
+        assert replay[2] == executed[2] == json.dumps(demo_tools.find_account("zed99"))
         # a tool nobody offers: verl's own wording (it checks names before calling any tool)
         assert replay[3].startswith("Unknown function 'no_such_tool'. Available tools:")
         assert executed[3].startswith("Unknown function 'no_such_tool'. Available tools:")

@@ -28,9 +28,9 @@ class SyntheticDataSpec(SpecModel):
     )
     multi_turn_fraction: float = Field(
         0.0, ge=0.0, le=1.0,
-        description="Fraction of multi-turn tasks whose answer needs a tool's result: the user names an "
-        "account handle, the model must call `lookup_user`, read the id in its answer and call "
-        "`get_orders` with it. The record keeps the lookup call and the tool turn (what "
+        description="Fraction of multi-turn tasks whose answer needs a tool's result: the user names a "
+        "handle, the model must call `find_account`, read the account code in its answer and call "
+        "`list_orders` with it. The record keeps the lookup call and the tool turn (what "
         "runners/demo_tools.py returns, so replayed and executed answers agree) for replay and for SFT "
         "on both assistant turns; multi-turn rollouts start at the first assistant turn. 0 = none (the "
         "other records do not change).",
