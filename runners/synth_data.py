@@ -197,15 +197,16 @@ def _multi_turn_task(r: random.Random) -> tuple[str, Task, str, Task]:
     memorise or compute it, it has to call the tool and copy the code from the answer. The recorded
     answer equals the executed tool's (unlike ``_orders_chain``, a random id in a recorded turn).
 
-    Shaped so a ~400k-parameter model learns the copies: values are quoted in the user turn as in
-    the calls' JSON (``' grace'`` and ``'grace'`` are different tokens), the code is one word (one
-    token to copy), and the reasoning repeats no value (one source per value)."""
+    Shaped so a ~400k-parameter model learns the copies (docs/data.md, measured): the user turn
+    writes each value after the same ``"key": "`` tokens as the call's JSON (a 2-layer model copies
+    by matching the tokens before a value; ``' grace'`` in prose and ``'grace'`` after a quote are
+    different tokens), the code is one word, and the reasoning repeats no value."""
     from runners.demo_tools import find_account  # demo_tools imports this module's constants
 
     handle, status = f"{r.choice(NAMES)}{r.randint(10, 99)}", r.choice(ORDER_STATUS)
-    user = r.choice([f'List the "{status}" orders of "{handle}".',
-                     f'Which orders of "{handle}" are "{status}"?',
-                     f'Show me the orders of "{handle}" with status "{status}".'])
+    user = r.choice([f'Orders for "handle": "{handle}" with "status": "{status}".',
+                     f'List the orders where "handle": "{handle}" and "status": "{status}".',
+                     f'Show the orders: "handle": "{handle}", "status": "{status}".'])
     answer = find_account(handle)
     first = (user, "I need the account code first.", [_call("find_account", handle=handle)])
     final = (user, "I have the account code; now I list the orders.",
