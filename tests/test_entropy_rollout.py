@@ -8,13 +8,13 @@ import pytest
 from entropy_scripted import ScriptedBackend
 
 from registry.errors import InputDataError
+from runners.common.tools import ToolAnswerer, load_tools_config
 from runners.entropy.conversations import (
     Conversation,
     RecordedRound,
     load_conversations,
 )
 from runners.entropy.rollout import rollout
-from runners.entropy.tools import ToolAnswerer, load_tools_config
 
 CALL = '<think>t</think>\n\n<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
 

@@ -1,5 +1,8 @@
 """Answers to the model's tool calls: replayed from the dataset, executed in-process, or an error.
 
+Shared by the entropy stage (``runners/entropy``) and the builtin trainer's multi-turn rollouts
+(``runners/train/multi_turn.py``), so both answer a call the same way.
+
 Every call gets an answer, so a rollout never stalls: a malformed call (unparsable JSON, an
 unclosed tag) or a call to a tool nobody provides is answered with an error message the model
 reads as its tool turn, the way a real tool server would reply.
@@ -14,13 +17,59 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from registry.errors import InputDataError
-from runners.entropy.conversations import Conversation
 from runners.reward import parse_tool_calls
 
 _NAME_RE = re.compile(r'"name"\s*:\s*"([^"]+)"')
+
+
+@dataclass
+class RecordedRound:
+    """What the dataset recorded for one tool round: the call(s) the assistant made (names, when
+    they can be read) and the tool turn(s) that answered them."""
+
+    call_names: list[str | None]
+    answers: list[str]
+
+
+class Conversation(Protocol):
+    """What answering needs of a conversation: its tool schemas and its recorded rounds."""
+
+    tools: list[dict] | None
+
+    def recorded_round(self, round_idx: int) -> RecordedRound | None: ...
+
+
+def recorded_rounds(turns: list[dict]) -> list[RecordedRound]:
+    """Group the ``assistant (call) → tool …`` pairs of the turns after a prompt into rounds, in order."""
+    rounds: list[RecordedRound] = []
+    pending_names: list[str | None] = []
+    for turn in turns:
+        if turn["role"] == "assistant":
+            pending_names = call_names(turn)
+        elif turn["role"] == "tool":
+            content = turn.get("content")
+            text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+            if rounds and rounds[-1].call_names is pending_names:
+                rounds[-1].answers.append(text)  # consecutive tool turns answer one assistant turn
+            else:
+                rounds.append(RecordedRound(call_names=pending_names, answers=[text]))
+    return rounds
+
+
+def call_names(turn: dict) -> list[str | None]:
+    """The tool names an assistant turn calls: OpenAI ``tool_calls`` and ``<tool_call>`` blocks."""
+    names: list[str | None] = []
+    for call in turn.get("tool_calls") or []:  # OpenAI structured calls
+        fn = call.get("function", call) if isinstance(call, dict) else {}
+        names.append(fn.get("name"))
+    content = turn.get("content")
+    if isinstance(content, str):
+        for call in parse_tool_calls(content) or []:
+            names.append(call.get("name"))
+    return names
 
 
 @dataclass
@@ -104,15 +153,16 @@ def _same_tool(recorded_names: list[str | None], j: int, name: str) -> bool:
 # -- tools config ----------------------------------------------------------------------------------
 
 
-def load_tools_config(path: Path) -> dict[str, Callable[..., Any]]:
+def load_tools_config(path: Path, field: str = "entropy.tools_config") -> dict[str, Callable[..., Any]]:
     """``tools: {name: "module:function" | "file.py:function" | {callable: ...}}`` → callables.
 
-    A ``file.py`` path is resolved relative to the config file."""
+    A ``file.py`` path is resolved relative to the config file. ``field``: the spec key that named
+    the file, for the error message."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise InputDataError(f"{path}: tools config not found (entropy.tools_config must name a YAML file)")
+        raise InputDataError(f"{path}: tools config not found ({field} must name a YAML file)")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
