@@ -259,3 +259,53 @@ def test_generation_prompt_matches_render_prompt(tiny):
     _, tok = tiny
     text = ToolTurns(tok).text(["x"])
     assert text.endswith(render_prompt(tok, [{"role": "user", "content": "u"}]).split("u<|im_end|>\n")[-1])
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_multi_turn_train_run_logs_round_entropy_and_tool_metrics(tmp_path_factory, tmp_path, make_ctx, tracker):
+    """The warm-started model of _train_task calls a tool first; its tools run (tools_config), the
+    run trains two steps and logs the per-round entropy and tool counts."""
+    import _train_task as task
+    from click.testing import CliRunner
+
+    from analysis.entropy_cli import plot_entropy
+    from runners.train import run
+
+    torch.set_num_threads(1)
+    parquet, model_dir = task.cached_task(tmp_path_factory)
+    (tmp_path / "tools.py").write_text("def weather(**kwargs):\n    return 'sunny, 21 C'\n")
+    (tmp_path / "tools.yaml").write_text("tools:\n" + "".join(f"  {t}: tools.py:weather\n" for t in task.TOOLS))
+    spec = task.train_spec("egpo", total_training_steps=2, test_freq=2, val_max_prompts=2)
+    spec["train"]["rollout"].update({"n": 4, "max_response_length": 60, "multi_turn": {
+        "enable": True, "max_tool_rounds": 2, "tool_source": "tools_config", "tools_config": str(tmp_path / "tools.yaml"),
+        "entropy_k": 8}})
+    inputs = {"convert.train": parquet, "convert.test": parquet, "sft.model": model_dir}
+    ctx = make_ctx("train", spec, inputs=inputs, tracker=tracker)
+    result = run(ctx.spec.train, ctx)
+    tracker.flush()
+    client = tracker.client
+
+    def series(key):
+        return [m.step for m in sorted(client.get_metric_history(tracker.run_id, key), key=lambda m: m.step)]
+
+    for key in ("rollout/entropy_after_tool/round_0", "rollout/entropy_after_tool/round_1", "rollout/tool_rounds_mean",
+                "rollout/tool_errors", "train/reward_mean", "actor/pg_loss", "val/reward_mean"):
+        assert series(key) == ([2] if key.startswith("val/") else [1, 2]), key
+    files = sorted(p.name for p in result.outputs["entropy_steps"].iterdir())
+    assert files == ["entropy_step_1.json", "entropy_step_2.json"]
+    records = json.loads((result.outputs["entropy_steps"] / "entropy_step_1.json").read_text())
+    assert {r["round"] for r in records} >= {0, 1} and all(0 < r["entropy"] < 1 for r in records)
+    logged = client.get_metric_history(tracker.run_id, "rollout/entropy_after_tool/round_1")
+    first = next(m.value for m in logged if m.step == 1)
+    after = [r["entropy"] for r in records if r["round"] == 1]
+    assert first == pytest.approx(sum(after) / len(after), rel=1e-6)
+    artifacts = {a.path for a in client.list_artifacts(tracker.run_id, "entropy_steps")}
+    assert artifacts == {"entropy_steps/entropy_step_1.json", "entropy_steps/entropy_step_2.json"}
+    out = tmp_path / "rounds.png"
+    res = CliRunner().invoke(plot_entropy, ["--entropy_file", str(result.outputs["entropy_steps"] / "entropy_step_*.json"),
+                                            "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.stat().st_size > 0
