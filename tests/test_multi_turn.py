@@ -254,6 +254,17 @@ def test_round_entropy_equals_a_direct_computation(tiny, tmp_path):
     assert json.loads(path.read_text())[0].keys() >= {"sample_idx", "round", "entropy", "is_after_tool_call"}
 
 
+def test_rounds_by_step_averages_each_round_per_step():
+    from analysis.entropy_sources import Source, rounds_by_step
+
+    records = [{"sample_idx": 0, "round": 0, "entropy": 0.2, "step": 1}, {"sample_idx": 1, "round": 0, "entropy": 0.4, "step": 1},
+               {"sample_idx": 0, "round": 1, "entropy": 0.9, "step": 1}, {"sample_idx": 0, "round": 0, "entropy": 0.5, "step": 2}]
+    out = rounds_by_step(Source("run", records=records))
+    assert [(s.label, s.history) for s in out] == [
+        ("run round 0", [{"step": 1, "entropy": pytest.approx(0.3)}, {"step": 2, "entropy": 0.5}]),
+        ("run round 1", [{"step": 1, "entropy": 0.9}])]
+
+
 def test_generation_prompt_matches_render_prompt(tiny):
     # the tool turn ends with exactly the generation prompt render_prompt appends
     _, tok = tiny
@@ -265,7 +276,8 @@ def test_generation_prompt_matches_render_prompt(tiny):
 
 
 @pytest.mark.slow
-def test_multi_turn_train_run_logs_round_entropy_and_tool_metrics(tmp_path_factory, tmp_path, make_ctx, tracker):
+def test_multi_turn_train_run_logs_round_entropy_and_tool_metrics(tmp_path_factory, tmp_path, make_ctx, tracker,
+                                                                   mlflow_uri):
     """The warm-started model of _train_task calls a tool first; its tools run (tools_config), the
     run trains two steps and logs the per-round entropy and tool counts."""
     import _train_task as task
@@ -309,3 +321,9 @@ def test_multi_turn_train_run_logs_round_entropy_and_tool_metrics(tmp_path_facto
                                             "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert out.stat().st_size > 0
+    # per round, per step: from the files and from the run's artifacts
+    for source in (["--entropy_file", str(result.outputs["entropy_steps"] / "entropy_step_*.json")],
+                   ["--run", tracker.run_id, "--tracking-uri", mlflow_uri]):
+        res = CliRunner().invoke(plot_entropy, [*source, "--by_step", "-o", str(tmp_path / "steps.png")])
+        assert res.exit_code == 0, res.output
+        assert "round 0: 2 steps" in res.output and "round 1: 2 steps" in res.output
