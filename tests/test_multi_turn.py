@@ -327,3 +327,19 @@ def test_multi_turn_train_run_logs_round_entropy_and_tool_metrics(tmp_path_facto
         res = CliRunner().invoke(plot_entropy, [*source, "--by_step", "-o", str(tmp_path / "steps.png")])
         assert res.exit_code == 0, res.output
         assert "round 0: 2 steps" in res.output and "round 1: 2 steps" in res.output
+
+
+def test_the_tools_config_and_its_files_are_in_the_cache_key(tmp_path):
+    from registry.cache import external_digests
+    from registry.spec import Spec
+
+    (tmp_path / "tools.py").write_text("def f(**kw):\n    return 'a'\n")
+    (tmp_path / "tools.yaml").write_text("tools:\n  f: tools.py:f\n  g: runners.demo_tools:lookup\n")
+    spec = Spec.model_validate({"name": "k", "data": {"synthetic": {"num_records": 8}}, "model": {"tiny": {}},
+                                "train": {"rollout": {"multi_turn": {"enable": True, "tool_source": "tools_config",
+                                                                     "tools_config": str(tmp_path / "tools.yaml")}}}})
+    before = external_digests("train", spec, tmp_path)
+    assert set(before) == {"external:train.rollout.multi_turn.tools_config", "external:train.rollout.multi_turn.tools.f"}
+    (tmp_path / "tools.py").write_text("def f(**kw):\n    return 'bb'\n")
+    after = external_digests("train", spec, tmp_path)
+    assert after["external:train.rollout.multi_turn.tools.f"] != before["external:train.rollout.multi_turn.tools.f"]
