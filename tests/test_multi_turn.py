@@ -11,7 +11,7 @@ import _multi_turn_task as T
 import pytest
 import torch
 
-from registry.errors import UsageError
+from registry.errors import InputDataError, UsageError
 from registry.spec.train import MultiTurnSpec
 from runners.common.advantages import egpo, egpo_token, grpo, think_span_mask
 from runners.common.entropy import normalized_entropy
@@ -209,6 +209,11 @@ def test_refusals_name_the_field(tiny, tmp_path):
     assert exc.value.exit_code == 2
     assert build(spec, tok, Ctx(), [T.prompt(tok, 0, "taskA", [{"role": "assistant", "content": T.ROUND0},
                                                                 {"role": "tool", "content": "x"}])])
+
+    missing = MultiTurnSpec(enable=True, tool_source="tools_config", tools_config="nope.yaml")
+    with pytest.raises(InputDataError, match=r"nope\.yaml: tools config not found \(train\.rollout\.multi_turn\.tools_config") as exc:
+        build(missing, tok, Ctx(), [T.prompt(tok, 0, "taskA")])
+    assert exc.value.exit_code == 2
 
     class NoTemplate:
         chat_template = None

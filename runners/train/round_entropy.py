@@ -10,7 +10,8 @@ Tool tokens are never counted: a round's model tokens are contiguous and start a
 
 File: ``entropy_step_<N>.json`` = ``[{"sample_idx", "round", "entropy", "is_after_tool_call",
 "step", "k_used", "num_tokens", "uid"}]`` — the seed's four fields first; ``sample_idx`` is the row
-of the step's trained batch, ``uid`` its prompt's row in the training parquet. A round the budget
+of the step's trained batch, ``uid`` its GRPO group (the prompt's parquet row; with dynamic
+sampling the kept groups are renumbered 0, 1, …). A round the budget
 cut to 0 tokens has no record. Metrics: ``rollout/entropy_after_tool/round_<r>`` (mean over rows).
 """
 
