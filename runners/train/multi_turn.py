@@ -122,7 +122,7 @@ class TurnInfo:
     round_starts: list[int] = field(default_factory=list)
     round_lengths: list[int] = field(default_factory=list)
     tool_rounds: int = 0
-    """Tool answers the model read (rounds ≥ 1 that were generated or cut by the budget)."""
+    """Tool answers appended to the response (each starts a round ≥ 1)."""
     tool_calls: int = 0
     tool_errors: int = 0
     malformed: int = 0
