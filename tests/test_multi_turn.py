@@ -348,3 +348,19 @@ def test_the_tools_config_and_its_files_are_in_the_cache_key(tmp_path):
     (tmp_path / "tools.py").write_text("def f(**kw):\n    return 'bb'\n")
     after = external_digests("train", spec, tmp_path)
     assert after["external:train.rollout.multi_turn.tools.f"] != before["external:train.rollout.multi_turn.tools.f"]
+
+
+def test_dynamic_sampling_merge_keeps_tool_tokens_attended(tiny):
+    from runners.train.dynamic_sampling import merge
+
+    model, tok = tiny
+    a = _run(model, tok, {"taskA": [T.ROUND0, T.ROUND1]}, [T.prompt(tok, 0, "taskA")], n=2)
+    b = _run(model, tok, {"taskB": [T.ROUND1]}, [T.prompt(tok, 1, "taskB")], n=2)
+    for batch in (a, b):
+        batch.scores = torch.tensor([0.0, 1.0])
+    merged = merge([(b, [0, 1]), (a, [0, 1])], tok.pad_token_id)
+    assert merged.turns == b.turns + a.turns and merged.extra_infos == b.extra_infos + a.extra_infos
+    R = a.response_length
+    assert torch.equal(merged.attention_mask[2:, -R:][:, : a.response_length], a.attention_mask[:, -R:])
+    assert torch.equal(merged.response_mask[2:, :R], a.response_mask)
+    assert int(merged.attention_mask[2, -R:].sum()) > int(merged.response_mask[2].sum())  # tool tokens attended
