@@ -8,6 +8,7 @@ same prompts, which is what lets a resumed run continue exactly where the crashe
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -38,10 +39,10 @@ from runners.train.forward import autocast, batched_token_stats
 from runners.train.loss import agg_loss
 from runners.train.metrics import ENTROPY_KEY, MetricsHistory, masked_stats
 from runners.train.multi_turn import build as build_multi_turn
-from runners.train.multi_turn import render_cut_prompt, turn_metrics
+from runners.train.multi_turn import render_cut_prompt
 from runners.train.prompts import Prompt, load_prompts
 from runners.train.rollout import generate_rollouts, score
-from runners.train.round_entropy import round_metrics, round_records, write_step_file
+from runners.train.round_entropy import record_step
 from runners.train.update import UpdateBatch, build_optimizer, update_policy
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -151,13 +152,9 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
             enable=fg.enable, max_num_gen_batches=fg.max_num_gen_batches or plan.steps_per_epoch, pad_id=pad_id,
         )
         cursor = sampled.cursor
-        on_entropy = None
-        if mt.enable:
-            def on_entropy(entropy, batch, step=step):
-                vocab = model.get_output_embeddings().weight.shape[0]
-                records = round_records(entropy, batch.turns, mt.entropy_k, vocab, step, batch.group_ids)
-                write_step_file(entropy_dir, step, records)
-                return {**round_metrics(records), **turn_metrics(batch.turns)}
+        on_entropy = functools.partial(
+            record_step, k=mt.entropy_k, vocab_size=model.get_output_embeddings().weight.shape[0], step=step,
+            directory=entropy_dir) if mt.enable else None
         metrics = _train_step(
             sampled.batch, model, ref_model, optimizer, spec, estimator=estimator, think_ids=think_ids,
             device=device, autocast_dtype=autocast_dtype, started=started, on_entropy=on_entropy,

@@ -55,6 +55,16 @@ def round_metrics(records: Sequence[dict]) -> dict[str, float]:
     return {f"{METRIC_PREFIX}{r}": sum(v) / len(v) for r, v in sorted(by_round.items())}
 
 
+def record_step(entropy: torch.Tensor, batch: Any, *, k: int, vocab_size: int, step: int, directory: Path) -> dict[str, float]:
+    """The step's records → ``directory/entropy_step_<step>.json``; returns the round entropies and
+    the tool-round counts as metrics (``_train_step``'s ``on_entropy`` hook)."""
+    from runners.train.multi_turn import turn_metrics
+
+    records = round_records(entropy, batch.turns, k, vocab_size, step, batch.group_ids)
+    write_step_file(directory, step, records)
+    return {**round_metrics(records), **turn_metrics(batch.turns)}
+
+
 def write_step_file(directory: Path, step: int, records: Sequence[dict]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"entropy_step_{step}.json"
