@@ -153,6 +153,9 @@ def import_experiment(exp_dir: Path, *, verl_python: Path | None = None, name: s
             continue
         else:
             result.unmapped.append(f"{key} = {value!r}: not a verl {_verl_version()} key (verl ignores it)")
+    lora = get_path(doc, "train.verl.lora")
+    if lora is not None and not lora.get("rank"):
+        doc["train"]["verl"].pop("lora")  # lora_rank 0 or unset: verl trains every weight
     if get_path(doc, "train.algorithm.adv_estimator") in ("egpo", "egpo_token"):
         set_path(doc, "train.algorithm.entropy_scope", "response")
         result.notes.append("train.algorithm.entropy_scope: response (hardtry's EGPO took the entropy over the "
@@ -162,7 +165,8 @@ def import_experiment(exp_dir: Path, *, verl_python: Path | None = None, name: s
     # keys the spec cannot express, and spec defaults that are not verl's: trailing overrides
     overrides: dict[str, Any] = {}
     for key, (_, theirs) in differing_keys(_launch_flat(doc), flat_theirs, base, derived).items():
-        if key in VERL_TO_SPEC and _try_set(doc, VERL_TO_SPEC[key], theirs):
+        lora_off = VERL_TO_SPEC.get(key, "").startswith("train.verl.lora.") and get_path(doc, "train.verl.lora") is None
+        if key in VERL_TO_SPEC and not lora_off and _try_set(doc, VERL_TO_SPEC[key], theirs):
             continue  # a spec default that is not verl's: the spec field says verl's value
         overrides[key if key in flat_base else "+" + key] = theirs
     set_path(doc, "train.verl.verl_overrides", overrides)
