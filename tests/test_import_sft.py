@@ -292,3 +292,29 @@ def test_a_secret_argument_stays_out_of_the_spec(tmp_path):
     assert "fixture-value" not in out.read_text() and "fixture-value" not in r.output
     assert "not mapped: swanlab_token (a secret) left out of the spec" in r.output
     assert "swanlab_token" not in yaml.safe_load(out.read_text())["sft"]["swift"]["extra_args"]
+
+
+PARSE = textwrap.dedent("""
+    import json, sys
+    from transformers import HfArgumentParser
+    from swift.utils.utils import _patch_get_type_hints
+    from swift.arguments import SftArguments
+    with _patch_get_type_hints():
+        parser = HfArgumentParser([SftArguments])
+    for argv in json.loads(sys.argv[1]):
+        parser.parse_args(argv)  # exits 2 on an unknown argument or a bad value/choice
+    print("ok")
+""")
+
+
+@pytest.mark.slow  # importing swift takes ~30 s
+@pytest.mark.skipif(not SWIFT_PY.is_file(), reason=".venv-swift absent (bash scripts/setup-swift-venv.sh: ms-swift 4.6.0 on CPU torch, ~11 min)")
+def test_swifts_parser_accepts_the_imported_commands(imported):
+    argvs = []
+    for name in FIXTURES:
+        argv = []
+        for key, values in imported[name]["ours"].items():
+            argv += [f"--{key}", *values]
+        argvs.append(argv)
+    r = subprocess.run([str(SWIFT_PY), "-c", PARSE, json.dumps(argvs)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

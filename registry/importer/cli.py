@@ -64,7 +64,10 @@ def import_cmd(exp_dir: Path, output: Path | None, base_ref: str | None, name: s
     key it could not map."""
     result, doc = import_to_doc(exp_dir, output=output, base_ref=base_ref, name=name, verl_python=verl_python)
     if as_json:
-        click.echo(json.dumps({"spec": doc, "kind": result.kind, "unmapped": result.unmapped, "notes": result.notes,
+        from registry.redact import redact_obj
+
+        click.echo(json.dumps({"spec": doc, "kind": result.kind, "unmapped": redact_obj(result.unmapped),
+                               "notes": redact_obj(result.notes),
                                "path": str(output) if output else None}, indent=2, default=str))
         return
     to_err = output is None  # the spec itself goes to stdout then

@@ -24,8 +24,6 @@ from registry.importer.mapping import eval_sections, get_path
 from registry.importer.swift_files import SftExperimentDir, parse_argv, recorded_accuracies
 from registry.importer.swift_names import SFT_ARGUMENTS, SWIFT_VERSION
 
-SWIFT_EXECUTABLE = ".venv-swift/bin/swift"
-
 # ms-swift 3.x names that 4.x renamed (the user's configs are 3.x)
 RENAMED = {"train_type": "tuner_type"}
 
@@ -189,7 +187,7 @@ def import_sft_experiment(exp: SftExperimentDir, name: str, result: Any) -> dict
         "experiment": "hardtry",
         "tags": tags,
         "model": {"path": model},
-        "sft": {"backend": "swift", "format_samples": 0, "swift": {"executable": SWIFT_EXECUTABLE}},
+        "sft": {"backend": "swift", "swift": {}},
     }
     doc["data"] = _data_section(theirs, result, tags)
     sft = doc["sft"]
@@ -217,6 +215,8 @@ def import_sft_experiment(exp: SftExperimentDir, name: str, result: Any) -> dict
     _validate(doc)
     _fill_extra_args(doc, theirs, result, tags)
     _other_files(exp, doc, result, tags)
+    if not doc["sft"]["swift"]:
+        doc["sft"].pop("swift")
     return doc
 
 
