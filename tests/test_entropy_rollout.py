@@ -136,6 +136,18 @@ def test_tools_config_errors_become_tool_answers():
     assert ok.content == "sunny"
 
 
+def test_a_hanging_tool_is_answered_with_a_timeout_error_and_the_next_call_still_runs():
+    import time
+
+    answerer = ToolAnswerer("tools_config", {"slow": lambda: time.sleep(60), "fast": lambda: "ok"}, timeout_s=0.2)
+    t0 = time.monotonic()
+    (hung,) = answerer.answer(conv(0), 1, call("slow"))
+    assert time.monotonic() - t0 < 30  # not the tool's 60 s
+    assert hung.content == "Error: slow did not answer within 0.2 s"
+    (ok,) = answerer.answer(conv(0), 1, call("fast"))
+    assert ok.content == "ok"
+
+
 def test_load_tools_config_imports_callables(tmp_path):
     (tmp_path / "mytools.py").write_text("def echo(text):\n    return text.upper()\n")
     cfg = tmp_path / "tools.yaml"

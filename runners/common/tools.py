@@ -10,10 +10,13 @@ reads as its tool turn, the way a real tool server would reply.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import re
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,32 @@ from registry.errors import InputDataError
 from runners.reward import parse_tool_calls
 
 _NAME_RE = re.compile(r'"name"\s*:\s*"([^"]+)"')
+
+TOOL_TIMEOUT_S = 30.0
+"""A tool callable that runs longer is answered with an error, so a hanging tool cannot hang a
+rollout (main thread only: SIGALRM; the stages run their rollouts there)."""
+
+
+class ToolTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum, frame):
+        raise ToolTimeout
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -90,11 +119,13 @@ class ToolAnswerer:
     otherwise an error message. ``mode="tools_config"``: always the callables.
     """
 
-    def __init__(self, mode: str, tools: dict[str, Callable[..., Any]] | None = None):
+    def __init__(self, mode: str, tools: dict[str, Callable[..., Any]] | None = None,
+                 timeout_s: float = TOOL_TIMEOUT_S):
         if mode not in ("replay", "tools_config"):
             raise ValueError(f"unknown tool source {mode!r}")
         self.mode = mode
         self.tools = dict(tools or {})
+        self.timeout_s = timeout_s
 
     def answer(self, conv: Conversation, round_idx: int, text: str) -> list[ToolAnswer]:
         """Answers for the call(s) in ``text`` (the model output that ended round ``round_idx - 1``)."""
@@ -120,7 +151,10 @@ class ToolAnswerer:
         if not isinstance(arguments, dict):
             return f"Error: arguments of '{name}' must be a JSON object, got {type(arguments).__name__}"
         try:
-            result = self.tools[name](**arguments)
+            with _deadline(self.timeout_s):
+                result = self.tools[name](**arguments)
+        except ToolTimeout:
+            return f"Error: {name} did not answer within {self.timeout_s:g} s"
         except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's feedback, not the stage's
             return f"Error: {name} raised {type(exc).__name__}: {exc}"
         return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
