@@ -38,6 +38,8 @@ from registry.errors import InputDataError, UsageError
 ENTROPY_KEY = "actor/entropy"
 """verl's (and the builtin trainer's) policy-entropy metric."""
 HISTORY_ARTIFACT = "entropy_history.json"
+STEPS_ARTIFACT = "entropy_steps"
+"""The builtin trainer's multi-turn runs: ``entropy_steps/entropy_step_<N>.json`` per step."""
 ENTROPY_DATA_ARTIFACT = "entropy_data.json"
 ROLLOUT_ROUND_FIELDS = ("round_entropies", "entropy_by_round")
 
@@ -260,13 +262,7 @@ def run_history(client: Any, run_id: str, key: str = ENTROPY_KEY) -> list[dict]:
 
     from analysis import runs as R
 
-    candidates = [run_id]
-    record = R.get_run(client, run_id)
-    if record.role != "stage":
-        kids = R.children(client, record)
-        candidates += [R.data_run_id(kids[s]) for s in ("train",) if s in kids]
-    elif record.tags.get(R.TAG_CACHE_HIT) == "true":
-        candidates.insert(0, R.data_run_id(record))
+    candidates = _train_candidates(client, run_id)
     for rid in candidates:
         if any(a.path == HISTORY_ARTIFACT for a in client.list_artifacts(rid)):
             with tempfile.TemporaryDirectory(prefix="rlreg-entropy-") as tmp:
@@ -278,6 +274,52 @@ def run_history(client: Any, run_id: str, key: str = ENTROPY_KEY) -> list[dict]:
             by_step = {m.step: m.value for m in sorted(hist, key=lambda m: (m.step, m.timestamp))}
             return [{"step": int(s), "entropy": float(v)} for s, v in sorted(by_step.items()) if math.isfinite(v)]
     return []
+
+
+def _train_candidates(client: Any, run_id: str) -> list[str]:
+    """The run itself and, for a parent, its train child (a cache hit: the run that holds the data)."""
+    from analysis import runs as R
+
+    candidates = [run_id]
+    record = R.get_run(client, run_id)
+    if record.role != "stage":
+        kids = R.children(client, record)
+        candidates += [R.data_run_id(kids[s]) for s in ("train",) if s in kids]
+    elif record.tags.get(R.TAG_CACHE_HIT) == "true":
+        candidates.insert(0, R.data_run_id(record))
+    return candidates
+
+
+def run_step_records(client: Any, run_id: str) -> list[dict]:
+    """A multi-turn training run's round records of every step (its ``entropy_steps/`` artifacts,
+    or its train child's), each with ``step``. Empty when it has none."""
+    import tempfile
+
+    from analysis import runs as R
+
+    for rid in _train_candidates(client, run_id):
+        if any(a.path == STEPS_ARTIFACT for a in client.list_artifacts(rid)):
+            with tempfile.TemporaryDirectory(prefix="rlreg-entropy-") as tmp:
+                local = R.download_artifact(client, rid, STEPS_ARTIFACT, tmp)
+                sources = file_sources([str(local / "entropy_step_*.json")])
+                return [r for src in sources for r in src.records or []]
+    return []
+
+
+def rounds_by_step(source: Source) -> list[Source]:
+    """Round records with a ``step`` → one step history per round (mean entropy of the round's
+    records at each step), labelled ``<label> round <r>``."""
+    by_round: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for rec in source.records or []:
+        if "step" not in rec:
+            raise InputDataError(f"{source.origin}: round records without a `step` (per-step plots need "
+                                 "entropy_step_<N>.json files or a multi-turn train run)")
+        value = float(rec["entropy"])
+        if math.isfinite(value):
+            by_round[int(rec["round"])][int(rec["step"])].append(value)
+    return [Source(f"{source.label} round {r}", origin=source.origin,
+                   history=[{"step": st, "entropy": sum(v) / len(v)} for st, v in sorted(steps.items())])
+            for r, steps in sorted(by_round.items())]
 
 
 def find_runs(client: Any, experiment: str | None = None, study: str | None = None) -> list[tuple[str, str]]:

@@ -8,13 +8,13 @@ import pytest
 from entropy_scripted import ScriptedBackend
 
 from registry.errors import InputDataError
+from runners.common.tools import ToolAnswerer, load_tools_config
 from runners.entropy.conversations import (
     Conversation,
     RecordedRound,
     load_conversations,
 )
 from runners.entropy.rollout import rollout
-from runners.entropy.tools import ToolAnswerer, load_tools_config
 
 CALL = '<think>t</think>\n\n<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
 
@@ -134,6 +134,18 @@ def test_tools_config_errors_become_tool_answers():
     assert bad_args.source == "tools_config" and bad_args.content.startswith("Error: weather raised TypeError")
     (ok,) = answerer.answer(conv(0), 1, call("weather", city="Oslo", unit="celsius"))
     assert ok.content == "sunny"
+
+
+def test_a_hanging_tool_is_answered_with_a_timeout_error_and_the_next_call_still_runs():
+    import time
+
+    answerer = ToolAnswerer("tools_config", {"slow": lambda: time.sleep(60), "fast": lambda: "ok"}, timeout_s=0.2)
+    t0 = time.monotonic()
+    (hung,) = answerer.answer(conv(0), 1, call("slow"))
+    assert time.monotonic() - t0 < 30  # not the tool's 60 s
+    assert hung.content == "Error: slow did not answer within 0.2 s"
+    (ok,) = answerer.answer(conv(0), 1, call("fast"))
+    assert ok.content == "ok"
 
 
 def test_load_tools_config_imports_callables(tmp_path):

@@ -30,10 +30,10 @@ from typing import Any
 from registry.context import StageContext, StageResult
 from registry.errors import UsageError
 from registry.spec.entropy import EntropySpec
+from runners.common.tools import ToolAnswerer, load_tools_config
 from runners.entropy.conversations import load_conversations
 from runners.entropy.models import ModelRef, resolve_models
 from runners.entropy.rollout import Backend, rollout
-from runners.entropy.tools import ToolAnswerer, load_tools_config
 
 FIGURE = "entropy_increase.png"
 

@@ -21,17 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError
+from runners.common.tools import RecordedRound, call_names, recorded_rounds
 
 ROLES = {"system", "user", "assistant", "tool"}
-
-
-@dataclass
-class RecordedRound:
-    """What the dataset recorded for one tool round: the call(s) the assistant made (names, when
-    they can be read) and the tool turn(s) that answered them."""
-
-    call_names: list[str | None]
-    answers: list[str]
 
 
 @dataclass
@@ -135,7 +127,7 @@ def _conversation(path: Path, where: str, idx: int, messages: Sequence[Any], too
     prompt = msgs[:first_assistant]
     if not any(m["role"] == "user" for m in prompt):
         raise InputDataError(f"{path}: {where}: no user turn before the first assistant turn (nothing to answer)")
-    recorded = _recorded_rounds(msgs[first_assistant:])
+    recorded = recorded_rounds(msgs[first_assistant:])
     if reference is None:
         reference = next((m for m in reversed(msgs[first_assistant:]) if m["role"] == "assistant"), None)
     return Conversation(sample_idx=idx, prompt=prompt, tools=_tools(path, where, tools), recorded=recorded,
@@ -144,13 +136,11 @@ def _conversation(path: Path, where: str, idx: int, messages: Sequence[Any], too
 
 def record_type(recorded: list[RecordedRound], reference: dict | None) -> str:
     """The record's kind (module doc): a tool turn before the answer wins, else the reference's calls."""
-    from runners.reward import parse_tool_calls
-
     if recorded:
         return "with_tool_turn"
     if reference is None:
         return "unknown"
-    calls = len(_call_names(reference, parse_tool_calls))
+    calls = len(call_names(reference))
     return "no_call" if calls == 0 else "single_call" if calls == 1 else "multi_call"
 
 
@@ -167,34 +157,3 @@ def _tools(path: Path, where: str, tools: Any) -> list[dict] | None:
     if not isinstance(tools, (list, tuple)) and not hasattr(tools, "tolist"):
         raise InputDataError(f"{path}: {where}: `tools` must be a list of tool schemas")
     return [dict(t) for t in tools] or None
-
-
-def _recorded_rounds(turns: list[dict]) -> list[RecordedRound]:
-    """Group ``assistant (call) → tool …`` pairs into rounds, in order."""
-    from runners.reward import parse_tool_calls
-
-    rounds: list[RecordedRound] = []
-    pending_names: list[str | None] = []
-    for turn in turns:
-        if turn["role"] == "assistant":
-            pending_names = _call_names(turn, parse_tool_calls)
-        elif turn["role"] == "tool":
-            content = turn.get("content")
-            text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-            if rounds and rounds[-1].call_names is pending_names:
-                rounds[-1].answers.append(text)  # consecutive tool turns answer one assistant turn
-            else:
-                rounds.append(RecordedRound(call_names=pending_names, answers=[text]))
-    return rounds
-
-
-def _call_names(turn: dict, parse_tool_calls) -> list[str | None]:
-    names: list[str | None] = []
-    for call in turn.get("tool_calls") or []:  # OpenAI structured calls
-        fn = call.get("function", call) if isinstance(call, dict) else {}
-        names.append(fn.get("name"))
-    content = turn.get("content")
-    if isinstance(content, str):
-        for call in parse_tool_calls(content) or []:
-            names.append(call.get("name"))
-    return names

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from runners.common.tools import ToolAnswer, ToolAnswerer
 from runners.entropy.conversations import Conversation
 from runners.entropy.decoding import Generation
-from runners.entropy.tools import ToolAnswer, ToolAnswerer
 
 TOOL_RESPONSE = "<tool_response>\n{}\n</tool_response>"
 
