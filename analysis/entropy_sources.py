@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError, UsageError
+from registry.jsonl import iter_jsonl
 
 ENTROPY_KEY = "actor/entropy"
 """verl's (and the builtin trainer's) policy-entropy metric."""
@@ -224,24 +225,22 @@ def rollout_source(directory: str | Path) -> Source:
     scalar: dict[int, list[float]] = defaultdict(list)
     fields_seen: set[str] = set()
     for dump in dumps:
-        with dump.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputDataError(f"{dump}: line {i + 1}: not valid JSON ({exc.msg})") from None
-                fields_seen.update(entry)
-                step = int(entry.get("step", dump.stem))
-                rounds = next((entry[f] for f in ROLLOUT_ROUND_FIELDS if isinstance(entry.get(f), list)), None)
-                if rounds is not None:
-                    for r, value in enumerate(rounds):
-                        if value is not None:
-                            records.append({"sample_idx": i, "round": r, "entropy": float(value),
-                                            "is_after_tool_call": r > 0, "step": step})
-                elif isinstance(entry.get("entropy"), (int, float)):
-                    scalar[step].append(float(entry["entropy"]))
+        entries = iter_jsonl(dump.read_text(encoding="utf-8", errors="replace"), str(dump),
+                             fix="a verl rollout dump has one JSON object per line")
+        for line_no, entry in entries:
+            i = line_no - 1  # the sample index: its line in the dump
+            if not isinstance(entry, dict):
+                raise InputDataError(f"{dump}: line {line_no}: expected a JSON object, got {type(entry).__name__}")
+            fields_seen.update(entry)
+            step = int(entry.get("step", dump.stem))
+            rounds = next((entry[f] for f in ROLLOUT_ROUND_FIELDS if isinstance(entry.get(f), list)), None)
+            if rounds is not None:
+                for r, value in enumerate(rounds):
+                    if value is not None:
+                        records.append({"sample_idx": i, "round": r, "entropy": float(value),
+                                        "is_after_tool_call": r > 0, "step": step})
+            elif isinstance(entry.get("entropy"), (int, float)):
+                scalar[step].append(float(entry["entropy"]))
     if records:
         return Source(directory.name, records=records, origin=str(directory))
     if scalar:
