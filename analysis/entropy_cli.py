@@ -44,6 +44,9 @@ from registry.errors import InputDataError, RlregError, UsageError
 @click.option("--num_rounds", "--num-rounds", default=5, show_default=True, help="Simulated tool rounds.")
 @click.option("--num_samples", "--num-samples", default=100, show_default=True, help="Simulated samples.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulated data.")
+@click.option("--by_step", "--by-step", is_flag=True,
+              help="Round records per training step: one line per tool round over steps (entropy_step_*.json "
+                   "files, or --run of a multi-turn builtin train run).")
 @click.option("--after_tool_only", "--after-tool-only", is_flag=True,
               help="Drop round 0 (the seed's plot showed only rounds after a tool answer).")
 @click.option("--title", default=None, help="Figure title.")
@@ -51,7 +54,8 @@ from registry.errors import InputDataError, RlregError, UsageError
               help="Image file to write (.png, .pdf, .svg).")
 @click.option("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI).")
 def plot_entropy(more_files, entropy_files, log_files, rollout_dirs, runs, experiment, study, labels, with_stats,
-                 metric, use_simulated, num_rounds, num_samples, seed, after_tool_only, title, output, tracking_uri):
+                 metric, use_simulated, num_rounds, num_samples, seed, by_step, after_tool_only, title, output,
+                 tracking_uri):
     """Plot entropy per tool-call round (ARPO) or policy entropy over training steps, for one or many sources."""
     from analysis import tool_entropy as T
 
@@ -64,8 +68,10 @@ def plot_entropy(more_files, entropy_files, log_files, rollout_dirs, runs, exper
         if use_simulated:
             sources = [S.Source(T.SIMULATED_LABEL, records=T.simulate(num_rounds, num_samples, seed), origin="simulated")]
         else:
-            sources = _collect(files, log_files, rollout_dirs, runs, experiment, study, metric, tracking_uri)
+            sources = _collect(files, log_files, rollout_dirs, runs, experiment, study, metric, tracking_uri, by_step)
         _apply_labels(sources, labels)
+        if by_step:
+            sources = _by_step(sources, after_tool_only)
         kinds = {s.kind for s in sources}
         if len(kinds) > 1:
             listing = "; ".join(f"{s.label}: {s.kind}" for s in sources)
@@ -83,7 +89,16 @@ def plot_entropy(more_files, entropy_files, log_files, rollout_dirs, runs, exper
     click.echo(f"wrote {output} ({summary}){' [SIMULATED]' if use_simulated else ''}")
 
 
-def _collect(files, log_files, rollout_dirs, runs, experiment, study, metric, tracking_uri) -> list[S.Source]:
+def _by_step(sources: list[S.Source], after_tool_only: bool) -> list[S.Source]:
+    if any(s.kind != "rounds" for s in sources):
+        raise UsageError("--by_step needs round records (entropy_step_*.json files or a multi-turn train run), "
+                         "not step histories")
+    out = [h for s in sources for h in S.rounds_by_step(s)]
+    return [h for h in out if not (after_tool_only and h.label.endswith(" round 0"))]
+
+
+def _collect(files, log_files, rollout_dirs, runs, experiment, study, metric, tracking_uri,
+             by_step=False) -> list[S.Source]:
     sources: list[S.Source] = []
     if files:
         sources += S.file_sources(files)
@@ -92,19 +107,27 @@ def _collect(files, log_files, rollout_dirs, runs, experiment, study, metric, tr
     for directory in rollout_dirs:
         sources.append(S.rollout_source(directory))
     if runs or experiment or study:
-        sources += _run_sources(runs, experiment, study, metric, tracking_uri)
+        sources += _run_sources(runs, experiment, study, metric, tracking_uri, by_step)
     if not sources:
         raise InputDataError("no entropy data found in the sources given")
     return sources
 
 
-def _run_sources(runs, experiment, study, metric, tracking_uri) -> list[S.Source]:
+def _run_sources(runs, experiment, study, metric, tracking_uri, by_step=False) -> list[S.Source]:
     from analysis import runs as R
     from analysis import tool_entropy as T
 
     client = R.get_client(tracking_uri)
     out: list[S.Source] = []
     for ref in runs:
+        if by_step:  # a multi-turn train run's entropy_step_N.json artifacts
+            run_id = R.resolve(client, ref).run_id if not R.RUN_ID_RE.match(ref) else ref
+            records = S.run_step_records(client, run_id)
+            if not records:
+                raise UsageError(f"run {run_id} ({ref}) has no {S.STEPS_ARTIFACT}/entropy_step_*.json artifacts "
+                                 "(--by_step reads a builtin train run with train.rollout.multi_turn.enable)")
+            out.append(S.Source(ref, records=records, origin=run_id))
+            continue
         try:
             out.append(S.Source(ref, records=T.load_entropy_run(ref, tracking_uri), origin=ref))
             continue

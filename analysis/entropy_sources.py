@@ -34,10 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError, UsageError
+from registry.jsonl import iter_jsonl
 
 ENTROPY_KEY = "actor/entropy"
 """verl's (and the builtin trainer's) policy-entropy metric."""
 HISTORY_ARTIFACT = "entropy_history.json"
+STEPS_ARTIFACT = "entropy_steps"
+"""The builtin trainer's multi-turn runs: ``entropy_steps/entropy_step_<N>.json`` per step."""
 ENTROPY_DATA_ARTIFACT = "entropy_data.json"
 ROLLOUT_ROUND_FIELDS = ("round_entropies", "entropy_by_round")
 
@@ -222,24 +225,22 @@ def rollout_source(directory: str | Path) -> Source:
     scalar: dict[int, list[float]] = defaultdict(list)
     fields_seen: set[str] = set()
     for dump in dumps:
-        with dump.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputDataError(f"{dump}: line {i + 1}: not valid JSON ({exc.msg})") from None
-                fields_seen.update(entry)
-                step = int(entry.get("step", dump.stem))
-                rounds = next((entry[f] for f in ROLLOUT_ROUND_FIELDS if isinstance(entry.get(f), list)), None)
-                if rounds is not None:
-                    for r, value in enumerate(rounds):
-                        if value is not None:
-                            records.append({"sample_idx": i, "round": r, "entropy": float(value),
-                                            "is_after_tool_call": r > 0, "step": step})
-                elif isinstance(entry.get("entropy"), (int, float)):
-                    scalar[step].append(float(entry["entropy"]))
+        entries = iter_jsonl(dump.read_text(encoding="utf-8", errors="replace"), str(dump),
+                             fix="a verl rollout dump has one JSON object per line")
+        for line_no, entry in entries:
+            i = line_no - 1  # the sample index: its line in the dump
+            if not isinstance(entry, dict):
+                raise InputDataError(f"{dump}: line {line_no}: expected a JSON object, got {type(entry).__name__}")
+            fields_seen.update(entry)
+            step = int(entry.get("step", dump.stem))
+            rounds = next((entry[f] for f in ROLLOUT_ROUND_FIELDS if isinstance(entry.get(f), list)), None)
+            if rounds is not None:
+                for r, value in enumerate(rounds):
+                    if value is not None:
+                        records.append({"sample_idx": i, "round": r, "entropy": float(value),
+                                        "is_after_tool_call": r > 0, "step": step})
+            elif isinstance(entry.get("entropy"), (int, float)):
+                scalar[step].append(float(entry["entropy"]))
     if records:
         return Source(directory.name, records=records, origin=str(directory))
     if scalar:
@@ -260,13 +261,7 @@ def run_history(client: Any, run_id: str, key: str = ENTROPY_KEY) -> list[dict]:
 
     from analysis import runs as R
 
-    candidates = [run_id]
-    record = R.get_run(client, run_id)
-    if record.role != "stage":
-        kids = R.children(client, record)
-        candidates += [R.data_run_id(kids[s]) for s in ("train",) if s in kids]
-    elif record.tags.get(R.TAG_CACHE_HIT) == "true":
-        candidates.insert(0, R.data_run_id(record))
+    candidates = _train_candidates(client, run_id)
     for rid in candidates:
         if any(a.path == HISTORY_ARTIFACT for a in client.list_artifacts(rid)):
             with tempfile.TemporaryDirectory(prefix="rlreg-entropy-") as tmp:
@@ -278,6 +273,52 @@ def run_history(client: Any, run_id: str, key: str = ENTROPY_KEY) -> list[dict]:
             by_step = {m.step: m.value for m in sorted(hist, key=lambda m: (m.step, m.timestamp))}
             return [{"step": int(s), "entropy": float(v)} for s, v in sorted(by_step.items()) if math.isfinite(v)]
     return []
+
+
+def _train_candidates(client: Any, run_id: str) -> list[str]:
+    """The run itself and, for a parent, its train child (a cache hit: the run that holds the data)."""
+    from analysis import runs as R
+
+    candidates = [run_id]
+    record = R.get_run(client, run_id)
+    if record.role != "stage":
+        kids = R.children(client, record)
+        candidates += [R.data_run_id(kids[s]) for s in ("train",) if s in kids]
+    elif record.tags.get(R.TAG_CACHE_HIT) == "true":
+        candidates.insert(0, R.data_run_id(record))
+    return candidates
+
+
+def run_step_records(client: Any, run_id: str) -> list[dict]:
+    """A multi-turn training run's round records of every step (its ``entropy_steps/`` artifacts,
+    or its train child's), each with ``step``. Empty when it has none."""
+    import tempfile
+
+    from analysis import runs as R
+
+    for rid in _train_candidates(client, run_id):
+        if any(a.path == STEPS_ARTIFACT for a in client.list_artifacts(rid)):
+            with tempfile.TemporaryDirectory(prefix="rlreg-entropy-") as tmp:
+                local = R.download_artifact(client, rid, STEPS_ARTIFACT, tmp)
+                sources = file_sources([str(local / "entropy_step_*.json")])
+                return [r for src in sources for r in src.records or []]
+    return []
+
+
+def rounds_by_step(source: Source) -> list[Source]:
+    """Round records with a ``step`` → one step history per round (mean entropy of the round's
+    records at each step), labelled ``<label> round <r>``."""
+    by_round: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for rec in source.records or []:
+        if "step" not in rec:
+            raise InputDataError(f"{source.origin}: round records without a `step` (per-step plots need "
+                                 "entropy_step_<N>.json files or a multi-turn train run)")
+        value = float(rec["entropy"])
+        if math.isfinite(value):
+            by_round[int(rec["round"])][int(rec["step"])].append(value)
+    return [Source(f"{source.label} round {r}", origin=source.origin,
+                   history=[{"step": st, "entropy": sum(v) / len(v)} for st, v in sorted(steps.items())])
+            for r, steps in sorted(by_round.items())]
 
 
 def find_runs(client: Any, experiment: str | None = None, study: str | None = None) -> list[tuple[str, str]]:

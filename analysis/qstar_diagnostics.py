@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from registry.errors import InputDataError, RlregError, UsageError
+from registry.jsonl import iter_jsonl
 
 DIAG_ARTIFACT = "generate/generated.diagnostics.jsonl"
 ALPHA_RANGE = (0.2, 0.8)
@@ -48,15 +49,9 @@ def load_diagnostics_file(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise InputDataError(f"{path}: diagnostics file not found (the generate stage's generated.diagnostics.jsonl)")
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputDataError(f"{path}: line {i + 1}: not valid JSON ({exc.msg})") from None
+    for line_no, row in iter_jsonl(path.read_text(encoding="utf-8"), str(path)):
         if not isinstance(row, dict) or "sample_idx" not in row or "alpha_mean" not in row:
-            raise InputDataError(f"{path}: line {i + 1}: needs `sample_idx` and `alpha_mean` (a generate "
+            raise InputDataError(f"{path}: line {line_no}: needs `sample_idx` and `alpha_mean` (a generate "
                                  "stage diagnostics line)")
         rows.append(row)
     if not rows:

@@ -1,7 +1,7 @@
-"""The 2 × 3 study (demo-grpo vs demo-egpo, seeds 1–3) with --jobs 1 vs --jobs 2 on this machine.
+"""The shipped study (demo-sft baseline, demo-grpo, demo-egpo × seeds 1–3) with --jobs 1 vs --jobs 2.
 
 Each measurement runs `rlreg study run` in a fresh store and stage cache (so convert and SFT are
-computed once, by the first cell, and reused by the other five in both cases) and reports wall
+computed once, by the first cell, and reused by the other cells in both cases) and reports wall
 seconds and the CPU seconds of the driver and all its cell processes.
 
     .venv/bin/python benchmarks/bench_study.py [--scale 1.0] [--jobs 1 2]
@@ -32,9 +32,12 @@ def scaled_specs(specs: Path, scale: float) -> dict:
         grpo["sft"]["max_steps"] = max(10, int(grpo["sft"]["max_steps"] * scale))
         grpo["train"]["total_training_steps"] = max(1, int(grpo["train"]["total_training_steps"] * scale))
         grpo["train"]["save_freq"] = -1
-        grpo["eval"]["max_samples"] = max(4, int(grpo["eval"]["max_samples"] * scale))
+        # the demo evaluates every test record (no max_samples): 100 = 2000 records × test_size 0.05
+        grpo["eval"]["max_samples"] = max(4, int(grpo["eval"].get("max_samples", 100) * scale))
     (specs / "demo-grpo.yaml").write_text(yaml.safe_dump(grpo, sort_keys=False))
-    (specs / "demo-egpo.yaml").write_text((ROOT / "specs" / "demo-egpo.yaml").read_text())
+    # every spec that extends demo-grpo is copied, so it extends the scaled one
+    for name in ("demo-egpo.yaml", "demo-sft.yaml"):
+        (specs / name).write_text((ROOT / "specs" / name).read_text())
     (specs / "study-grpo-vs-egpo.yaml").write_text((ROOT / "specs" / "study-grpo-vs-egpo.yaml").read_text())
     return {"sft.max_steps": grpo["sft"]["max_steps"], "train.total_training_steps": grpo["train"]["total_training_steps"],
             "eval.max_samples": grpo["eval"]["max_samples"]}

@@ -156,15 +156,26 @@ def show(spec: str, set_keys: tuple[str, ...], resolved: bool, fmt: str) -> None
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
+def _is_override(arg: str) -> bool:
+    # `key=value` / `~key`; an existing file of that name is a spec, not an override
+    return ("=" in arg or arg.startswith("~")) and not Path(arg).exists()
+
+
 @main.command()
-@click.argument("specs", nargs=-1)
+@click.argument("specs", metavar="[SPEC]... [KEY=VALUE | ~KEY]...", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def validate(specs: tuple[str, ...], as_json: bool) -> None:
-    """Validate specs and studies (no argument: every file in specs/). Exit 2 if any is invalid."""
+    """Validate specs and studies (no spec: every file in specs/). Overrides apply to every spec
+    named (as in `rlreg run`), e.g. `rlreg validate verl8 train.rollout.n=16`. Exit 2 if any is
+    invalid."""
     from registry.loader import list_specs, load_spec
     from registry.study.load import list_studies, study_path, summary, validate_study
     from registry.validation import display_path
 
+    set_keys = [a for a in specs if _is_override(a)]
+    specs = tuple(a for a in specs if not _is_override(a))
+    if set_keys and not specs:
+        raise click.UsageError("overrides need a spec to apply to (rlreg validate SPEC KEY=VALUE ...)")
     refs: list[Any] = list(specs) or [*list_specs(), *list_studies()]
     results, failed = [], 0
     for ref in refs:
@@ -176,10 +187,12 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
                 if not as_json:
                     click.echo(f"ok  {display_path(study.path)}  (study: {summary(study)})")
                 continue
-            loaded = load_spec(ref)
-            results.append({"spec": label, "valid": True, "stages": loaded.spec.stages()})
+            loaded = load_spec(ref, overrides=set_keys)
+            results.append({"spec": label, "valid": True, "stages": loaded.spec.stages(),
+                            **({"overrides": set_keys} if set_keys else {})})
             if not as_json:
-                click.echo(f"ok  {display_path(loaded.path)}  ({' → '.join(loaded.spec.stages()) or 'no stages'})")
+                applied = f" + {' '.join(set_keys)}" if set_keys else ""
+                click.echo(f"ok  {display_path(loaded.path)}{applied}  ({' → '.join(loaded.spec.stages()) or 'no stages'})")
         except Exception as exc:  # one broken file must not stop the others  # noqa: BLE001
             failed += 1
             problems = [redact_text(p) for p in _problem_lines(exc, label)]

@@ -18,3 +18,7 @@ bash scripts/setup-verl-venv.sh || echo "warning: .venv-verl unavailable; tests/
 # BFCL's own CLI in its own venv (it pins numpy 1.26) for the end-to-end BFCL test against
 # `transformers serve`; --light skips sentence-transformers/faiss (they would pull CUDA torch).
 [ -x .venv-bfcl/bin/bfcl ] || bash scripts/setup-bfcl-venv.sh --light || echo "warning: no .venv-bfcl; the BFCL end-to-end test will skip"
+# ms-swift in its own venv (CPU torch held by a constraint) so swift's own argument parser checks
+# the generated `swift sft` / `swift export` commands and the imported hardtry SFT directories:
+# ~11 min and 2.2 GB the first time (~3 min with a warm pip cache), a no-op afterwards.
+bash scripts/setup-swift-venv.sh || echo "warning: no .venv-swift; the swift-parser tests will skip"

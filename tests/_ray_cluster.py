@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,11 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _servers import free_port
 
 
 def _ray_bin() -> str:
@@ -44,7 +39,7 @@ def ray_cluster(env: dict[str, str], head_cpus: int = 1, worker_cpus: int = 1):
     """Yield the address of a head + one worker node; ``env`` is what both node processes (and so
     the Ray workers that run cells) start with."""
     temp = Path(tempfile.mkdtemp(prefix="rlrt-", dir="/tmp"))  # short: Ray's socket paths are length-limited
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"]
     procs = []

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -118,3 +121,41 @@ class MlflowServer:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
+
+
+@contextlib.contextmanager
+def mlflow_ui(backend_uri: str, workdir: Path, timeout: float = 240) -> Iterator[str]:
+    """`mlflow ui` (which ignores MLFLOW_TRACKING_URI) on a loopback port in its own process group;
+    yields its base URL once /health answers, stops it afterwards. A server that dies or never
+    answers fails the test with the tail of its log."""
+    import pytest
+
+    port = free_port()
+    log_path = workdir / "mlflow-ui.log"
+    with open(log_path, "w") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", backend_uri, "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() - t0 > timeout:
+                pytest.fail(f"mlflow ui did not answer on {base} (see {log_path}):\n" + log_path.read_text()[-2000:])
+            time.sleep(0.5)
+        print(f"mlflow ui answered after {time.monotonic() - t0:.1f} s")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

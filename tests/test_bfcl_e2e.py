@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from _servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BFCL = os.environ.get("RLREG_BFCL_COMMAND", str(ROOT / ".venv-bfcl" / "bin" / "bfcl"))
@@ -27,10 +27,6 @@ TEST_IDS = ["simple_python_15", "simple_python_38"]
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +55,7 @@ def served_tiny_model(tmp_path_factory):
     model = build_tiny_model(spec, texts, root / "tiny")
     (root / "hf-cache").mkdir()  # `transformers serve` answers /v1/models 500 without a hub cache dir
     env = {**os.environ, "HF_HUB_CACHE": str(root / "hf-cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    port = _free_port()
+    port = free_port()
     log = root / "serve.log"
     serve = str(Path(sys.executable).parent / "transformers")
     proc = start_logged([serve, "serve", str(model), "--host", "127.0.0.1", "--port", str(port),

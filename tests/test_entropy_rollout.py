@@ -8,13 +8,13 @@ import pytest
 from entropy_scripted import ScriptedBackend
 
 from registry.errors import InputDataError
+from runners.common.tools import ToolAnswerer, load_tools_config
 from runners.entropy.conversations import (
     Conversation,
     RecordedRound,
     load_conversations,
 )
 from runners.entropy.rollout import rollout
-from runners.entropy.tools import ToolAnswerer, load_tools_config
 
 CALL = '<think>t</think>\n\n<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
 
@@ -136,6 +136,18 @@ def test_tools_config_errors_become_tool_answers():
     assert ok.content == "sunny"
 
 
+def test_a_hanging_tool_is_answered_with_a_timeout_error_and_the_next_call_still_runs():
+    import time
+
+    answerer = ToolAnswerer("tools_config", {"slow": lambda: time.sleep(60), "fast": lambda: "ok"}, timeout_s=0.2)
+    t0 = time.monotonic()
+    (hung,) = answerer.answer(conv(0), 1, call("slow"))
+    assert time.monotonic() - t0 < 30  # not the tool's 60 s
+    assert hung.content == "Error: slow did not answer within 0.2 s"
+    (ok,) = answerer.answer(conv(0), 1, call("fast"))
+    assert ok.content == "ok"
+
+
 def test_load_tools_config_imports_callables(tmp_path):
     (tmp_path / "mytools.py").write_text("def echo(text):\n    return text.upper()\n")
     cfg = tmp_path / "tools.yaml"
@@ -211,6 +223,46 @@ def test_load_conversations_from_convert_parquet(tmp_path):
     assert all(c.prompt[-1]["role"] == "user" and c.tools for c in convs)
     assert sum(len(c.recorded) for c in convs) == sum(
         any(m["role"] == "tool" for m in r["prompt"]) for r in rows)
+
+
+def test_record_type_from_structure_in_parquet_and_jsonl(tmp_path):
+    # One record of each synthetic kind; the parquet keeps the final answer only as ground truth.
+    import pandas as pd
+
+    from runners.synth_data import make_record
+
+    recs = {"with_tool_turn": make_record(0, 0, tool_response_fraction=1.0),
+            "multi_call": make_record(0, 1, tool_response_fraction=0.0, two_call_fraction=1.0),
+            "single_call": make_record(0, 2, tool_response_fraction=0.0, two_call_fraction=0.0)}
+    assert recs["multi_call"]["messages"][-1]["content"].count("<tool_call>") == 2
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs.values()))
+    prompt_only = {"messages": recs["single_call"]["messages"][:-1]}
+    no_call = {"messages": [*prompt_only["messages"], {"role": "assistant", "content": "It is sunny."}]}
+    jsonl.write_text(jsonl.read_text() + json.dumps(prompt_only) + "\n" + json.dumps(no_call) + "\n")
+    assert [c.record_type for c in load_conversations(jsonl)] == [*recs, "unknown", "no_call"]
+
+    rows = [{"prompt": r["messages"][:-1], "reward_model": {"style": "rule", "ground_truth": r["messages"][-1]["content"]},
+             "extra_info": {"tools": json.dumps(r["tools"])}} for r in recs.values()]
+    path = tmp_path / "test.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    assert [c.record_type for c in load_conversations(path)] == list(recs)
+    pd.DataFrame(rows).drop(columns=["reward_model"]).to_parquet(path)  # no ground truth: only the tool turn tells
+    assert [c.record_type for c in load_conversations(path)] == ["with_tool_turn", "unknown", "unknown"]
+
+
+def test_every_round_record_carries_its_conversations_record_type():
+    def script(messages):
+        if not tool_turns(messages):
+            return call("lookup", q=1), [0.2], "tool_call"
+        return "done", [0.5], "end"
+
+    convs = [conv(0), conv(1)]
+    convs[0].record_type, convs[1].record_type = "single_call", "with_tool_turn"
+    results, _ = rollout(convs, ScriptedBackend(script), ToolAnswerer("replay"), max_rounds=3,
+                         max_prompt_length=10_000, max_response_length=100, batch_size=2)
+    assert [[r.record_type for r in res.rounds] for res in results] == [["single_call"] * 2, ["with_tool_turn"] * 2]
+    assert results[0].rounds[1].to_json()["record_type"] == "single_call"
 
 
 @pytest.mark.parametrize("line, message", [

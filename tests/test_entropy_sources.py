@@ -75,6 +75,16 @@ def test_rollout_dumps_with_scalar_entropy_become_a_step_history_and_plain_dumps
         S.rollout_source(FIX / "rollouts_plain")
 
 
+@pytest.mark.parametrize("body,message", [
+    ('{"step": 1, "entropy": 0.5}\n[1, 2]\n', r"1\.jsonl: line 2: expected a JSON object, got list"),
+    ('{"step": 1, "entropy": 0.5}\n\n{"step": 1,\n', r"1\.jsonl: line 3: not valid JSON"),
+])
+def test_a_bad_rollout_dump_line_is_named_by_file_and_line(tmp_path, body, message):
+    (tmp_path / "1.jsonl").write_text(body)
+    with pytest.raises(InputDataError, match=message):
+        S.rollout_source(tmp_path)
+
+
 def _step_files(directory: Path, steps=(10, 2, 1)) -> None:
     directory.mkdir(parents=True)
     for step in steps:

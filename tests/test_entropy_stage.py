@@ -90,6 +90,34 @@ def test_metrics_figure_and_headline(make_ctx, dataset, null_tracker):
     assert null_tracker.params["dataset"] == str(dataset) and null_tracker.params["profiled_models.a"] == "/models/a"
 
 
+def test_round_metrics_per_record_type(make_ctx, tmp_path, null_tracker):
+    # 3 chained records (a tool turn before the answer) and 3 single-call ones; the scripted model
+    # has a higher round-1 entropy on the single-call records, so pooling would hide a difference.
+    path = tmp_path / "mixed.jsonl"
+    recs = [make_record(7, i, tool_response_fraction=1.0) for i in range(3)]
+    recs += [make_record(7, i, tool_response_fraction=0.0, two_call_fraction=0.0) for i in range(3, 6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    def factory(ref, stage_spec, ctx):
+        def script(messages):
+            rnd = sum(m["role"] == "tool" for m in messages)
+            chained = "Look up" in messages[1]["content"] or "weather at the" in messages[1]["content"]
+            if rnd == 0:
+                return FIND, [0.2] * stage_spec.k, "tool_call"
+            return "ok", [0.4 if chained else 0.8] * 3, "end"
+        return ScriptedBackend(script)
+
+    ctx = make_ctx("entropy", spec(path, num_samples=6))
+    result = entropy_stage.run(ctx.spec.entropy, ctx, backend_factory=factory)
+    logged = {(k, step): v for k, v, step in null_tracker.metrics}
+    assert logged[("entropy/type/with_tool_turn/round_1/mean", 0)] == pytest.approx(0.4)
+    assert logged[("entropy/type/single_call/round_1/mean", 0)] == pytest.approx(0.8)
+    assert logged[("entropy/type/single_call/round_0/count", 0)] == 3
+    assert logged[("entropy/round_1/mean", 0)] == pytest.approx(0.6)  # the pooled value hides both
+    data = json.loads(result.outputs["entropy_data"].read_text())
+    assert sorted({r["record_type"] for r in data}) == ["single_call", "with_tool_turn"]
+
+
 def test_two_models_give_two_labelled_profiles_in_one_figure(make_ctx, dataset, null_tracker):
     ctx = make_ctx("entropy", spec(dataset, num_samples=3, models=["/m/x", "/m/y"], labels=["a", "b"]))
     result = entropy_stage.run(ctx.spec.entropy, ctx, backend_factory=scripted_factory)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+from _servers import free_port
 from click.testing import CliRunner
 
 from registry.cli import main
@@ -129,10 +129,6 @@ def test_broken_spec_does_not_hide_the_others(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "ok  " in r.output and "good.yaml" in r.output and "duplicate key" in r.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("uri, code, expect", [
@@ -145,7 +141,7 @@ def _free_port() -> int:
 ])
 def test_store_uri_checked_up_front(tmp_path, uri, code, expect):
     (tmp_path / "s.yaml").write_text(GOOD)
-    uri = uri.format(port=_free_port())
+    uri = uri.format(port=free_port())
     r = cli(["run", str(tmp_path / "s.yaml")], env={"MLFLOW_TRACKING_URI": uri, "RLREG_HOME": str(tmp_path / "h"),
                                                     "RLREG_STORE_TIMEOUT_S": "3"}, timeout=90)
     msg = one_error(r, code)

@@ -121,7 +121,10 @@ def test_import_maps_what_it_can_and_reports_the_rest(imported):
     assert spec.reward.function == "graded_tool_call"  # their reward_fn.py
     assert spec.data.split == "hardtry" and spec.data.shuffle is True and spec.data.max_samples == 200
     assert spec.train.optimizer.lr == 3e-6 and spec.train.rollout.n == 8 and spec.train.algorithm.kl_loss_type == "kl"
-    assert spec.train.verl.verl_overrides["actor_rollout_ref.model.lora_rank"] == 32  # LoRA via the escape hatch
+    section = spec.train.verl.lora  # LoRA as the spec's section, not the escape hatch
+    assert (section.rank, section.alpha, section.target_modules) == (32, 64, "all-linear")
+    assert not any("lora" in k for k in spec.train.verl.verl_overrides)
+    assert imported["egpo_custom"]["spec"].train.verl.lora is None, "no lora_rank: full training"
     assert spec.train.verl.max_actor_ckpt_to_keep is None  # max_checkpoint_limit is not a verl key
     assert spec.train.verl.checkpoint_dir == "/shared/ckpt/grpo_lora"  # trainer.default_local_dir
     assert spec.eval.bfcl.model_name == "Qwen/Qwen3-1.7B-FC" and spec.eval.repeats == 3

@@ -8,6 +8,7 @@ import json
 
 import mlflow
 import pytest
+from _servers import mlflow_ui
 from click.testing import CliRunner
 
 from registry.cli import main
@@ -140,39 +141,13 @@ def test_run_output_has_no_transformers_bars_and_a_short_summary(tiny_runs):
 @pytest.fixture(scope="module")
 def ui(tiny_runs):
     """`mlflow ui` on the tiny store (loopback, own process group, stopped at the end)."""
-    import os
     import shutil
-    import signal
-    import socket
     import subprocess
-    import sys
-    import time
-    import urllib.request
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("Debian `chromium` is not installed (scripts/system-deps.sh installs it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log_path = tiny_runs["tmp"] / "mlflow-ui.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tiny_runs["uri"],
-                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=tiny_runs["tmp"], start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > 240:
-                pytest.fail(f"mlflow ui did not answer on {base}:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
+    with mlflow_ui(tiny_runs["uri"], tiny_runs["tmp"]) as base:
 
         def dom(page: str, profile: str) -> str:
             r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -182,12 +157,6 @@ def ui(tiny_runs):
             return r.stdout
 
         yield {"dom": dom, **tiny_runs}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

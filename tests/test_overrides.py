@@ -253,3 +253,22 @@ def test_a_number_for_a_string_field_says_quote_it(specs):
     assert str(exc.value).startswith("override 'tags.run=1': tags.run: input should be a valid string")
     assert "quote the value" in str(exc.value)
     assert load_spec("base", overrides=["tags.run='1'"]).spec.tags["run"] == "1"
+
+
+def test_validate_applies_overrides_to_every_spec_named(specs):
+    import json
+
+    r = cli("validate", "child", "base", "train.rollout.n=8", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [(row["spec"], row["valid"], row["overrides"]) for row in rows] == [
+        ("child", True, ["train.rollout.n=8"]), ("base", True, ["train.rollout.n=8"])]
+    r = cli("validate", "child", "train.rollout.n=8")
+    assert r.exit_code == 0 and "child.yaml + train.rollout.n=8" in r.output
+
+
+def test_validate_refuses_a_bad_override_and_overrides_without_a_spec(specs):
+    r = cli("validate", "child", "train.rollout.n=0")
+    assert r.exit_code == 2 and "override 'train.rollout.n=0'" in r.output
+    r = cli("validate", "~train.rollout")
+    assert r.exit_code == 2 and "overrides need a spec" in r.output

@@ -44,7 +44,7 @@ def test_shipped_studies_are_the_two_pairs():
 
     assert {p.stem for p in STUDIES} >= {"study-grpo-vs-egpo", "study-verl7-vs-verl8"}
     pairs = {load_study(p).name: {a.spec for a in load_study(p).study.arms.values()} for p in STUDIES}
-    assert pairs["grpo-vs-egpo"] == {"demo-grpo", "demo-egpo"} and pairs["verl7-vs-verl8"] == {"verl7", "verl8"}
+    assert pairs["grpo-vs-egpo"] == {"demo-sft", "demo-grpo", "demo-egpo"} and pairs["verl7-vs-verl8"] == {"verl7", "verl8"}
 
 
 def test_validate_all_exits_zero():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "tracking-server.sh"
@@ -44,10 +44,6 @@ def test_script_never_uses_trust_and_uses_basic_auth_beyond_loopback():
     assert "--app-name basic-auth" in text and "NOSUPERUSER" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -58,7 +54,7 @@ def test_local_cluster_is_password_protected(tmp_path):
         pytest.skip("PostgreSQL server not installed (bash scripts/system-deps.sh)")
     base = Path(tempfile.mkdtemp(prefix="rlreg-ts-", dir="/tmp"))
     base.chmod(0o755)  # the postgres OS user must reach SERVER_DIR/pg when this runs as root
-    server_dir, pg_port, port = base / "server", _free_port(), _free_port()
+    server_dir, pg_port, port = base / "server", free_port(), free_port()
     env = {"SERVER_DIR": str(server_dir), "PG_PORT": str(pg_port), "PORT": str(port), "WORKERS": "1",
            "PY": str(ROOT / ".venv/bin/python"), "MLFLOW": str(ROOT / ".venv/bin/mlflow")}
     try:

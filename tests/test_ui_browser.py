@@ -20,9 +20,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -32,6 +30,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
+from _servers import mlflow_ui
 
 from analysis import report, runs
 
@@ -60,10 +59,6 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,36 +71,8 @@ def ui(tmp_path_factory, demo_pair_store):
     client = demo_pair_store["client"]
     parents = {r.data.tags["rlreg.spec"]: r for r in demo_pair_store["runs"] if r.data.tags.get("rlreg.role") == "parent"}
     grpo, egpo = (SimpleNamespace(parent_id=parents[n].info.run_id) for n in ("demo-grpo", "demo-egpo"))
-    port = _free_port()
-    with open(tmp / "mlflow-ui.log", "w") as log:  # the child keeps its own handle
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > 240:
-                pytest.fail(f"mlflow ui did not answer on {base} (see {tmp / 'mlflow-ui.log'}):\n"
-                            + (tmp / "mlflow-ui.log").read_text()[-2000:])
-            time.sleep(0.5)
-        startup = time.monotonic() - t0
-        print(f"mlflow ui answered after {startup:.1f} s")
+    with mlflow_ui(uri, tmp) as base:
         yield {"chromium": chromium, "base": base, "client": client, "grpo": grpo, "egpo": egpo, "tmp": tmp}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # our own process group (start_new_session)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _run_chromium(ui: dict, *args: str, profile: str) -> subprocess.CompletedProcess:

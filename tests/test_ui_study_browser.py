@@ -11,17 +11,13 @@ Uses the helpers of tests/test_ui_browser.py; skips without Debian chromium.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 
 import mlflow
 import pytest
-from test_ui_browser import ARTIFACTS, _chromium, _DevTools, _free_port, _Page, _run_chromium
+from _servers import mlflow_ui
+from test_ui_browser import ARTIFACTS, _chromium, _DevTools, _Page, _run_chromium
 
 from analysis import report, runs, synthetic
 from analysis.render import fmt_cell
@@ -38,32 +34,8 @@ def study_ui(tmp_path_factory, _store_template):
     uri = f"sqlite:///{db}"
     client = mlflow.MlflowClient(uri)
     cells = synthetic.study(client, "ui-study", {"grpo": 0.5, "egpo": 0.62}, seeds=(1, 2, 3), steps=15)
-    port = _free_port()
-    with open(tmp / "mlflow-ui.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > 240:
-                pytest.fail(f"mlflow ui did not answer on {base}:\n" + (tmp / "mlflow-ui.log").read_text()[-2000:])
-            time.sleep(0.5)
+    with mlflow_ui(uri, tmp) as base:
         yield {"chromium": chromium, "base": base, "client": client, "cells": cells, "tmp": tmp}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # our own process group (start_new_session)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_study_report_renders_verdict_table_and_figures(study_ui):

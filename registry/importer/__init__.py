@@ -54,6 +54,10 @@ class ImportResult:
     """verl's own ppo_trainer defaults (its keys are the keys verl reads)."""
     derived: set[str] = field(default_factory=set)
     """verl keys that are interpolations of other keys (and that the user did not set)."""
+    kind: str = "verl"
+    """``verl`` (an RL experiment) or ``swift`` (an ms-swift SFT experiment)."""
+    swift_args: dict[str, list[str]] = field(default_factory=dict)
+    """The user's ``swift sft`` arguments (SFT experiments: their config, then their script's)."""
 
 
 def compose_hydra(config_dir: Path, config_name: str, python: Path) -> tuple[dict, dict, dict]:
@@ -118,6 +122,16 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def import_experiment(exp_dir: Path, *, verl_python: Path | None = None, name: str | None = None) -> ImportResult:
+    kind = experiment_kind(Path(exp_dir))
+    if kind == "swift":
+        from registry.importer.swift_files import read_sft_experiment
+        from registry.importer.swift_import import import_sft_experiment
+
+        sft_exp = read_sft_experiment(Path(exp_dir))
+        result = ImportResult(spec={}, kind="swift")
+        result.spec = import_sft_experiment(sft_exp, name or sft_exp.root.name, result)
+        _validate(result.spec)
+        return result
     exp = read_experiment(exp_dir)
     python = verl_python or PROJECT_ROOT / DEFAULT_VERL_PYTHON
     composed, base, base_raw = compose_hydra(exp.config_dir, exp.entry, python)
@@ -139,6 +153,9 @@ def import_experiment(exp_dir: Path, *, verl_python: Path | None = None, name: s
             continue
         else:
             result.unmapped.append(f"{key} = {value!r}: not a verl {_verl_version()} key (verl ignores it)")
+    lora = get_path(doc, "train.verl.lora")
+    if lora is not None and not lora.get("rank"):
+        doc["train"]["verl"].pop("lora")  # lora_rank 0 or unset: verl trains every weight
     if get_path(doc, "train.algorithm.adv_estimator") in ("egpo", "egpo_token"):
         set_path(doc, "train.algorithm.entropy_scope", "response")
         result.notes.append("train.algorithm.entropy_scope: response (hardtry's EGPO took the entropy over the "
@@ -148,7 +165,8 @@ def import_experiment(exp_dir: Path, *, verl_python: Path | None = None, name: s
     # keys the spec cannot express, and spec defaults that are not verl's: trailing overrides
     overrides: dict[str, Any] = {}
     for key, (_, theirs) in differing_keys(_launch_flat(doc), flat_theirs, base, derived).items():
-        if key in VERL_TO_SPEC and _try_set(doc, VERL_TO_SPEC[key], theirs):
+        lora_off = VERL_TO_SPEC.get(key, "").startswith("train.verl.lora.") and get_path(doc, "train.verl.lora") is None
+        if key in VERL_TO_SPEC and not lora_off and _try_set(doc, VERL_TO_SPEC[key], theirs):
             continue  # a spec default that is not verl's: the spec field says verl's value
         overrides[key if key in flat_base else "+" + key] = theirs
     set_path(doc, "train.verl.verl_overrides", overrides)
@@ -164,6 +182,28 @@ def import_experiment(exp_dir: Path, *, verl_python: Path | None = None, name: s
     _validate(doc)
     result.spec = doc
     return result
+
+
+def experiment_kind(root: Path) -> str:
+    """``verl`` (a Hydra config whose defaults list holds ppo_trainer) or ``swift`` (an ms-swift SFT
+    experiment: sft_config.yaml, or a script running ``swift sft``); neither is a usage error."""
+    from registry.importer.hydra_files import CONFIG_DIRS, VERL_BASE, _defaults, _load_yaml
+    from registry.importer.swift_files import is_sft_dir
+
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory (give an experiment directory such as exps/verl7 or exps/full5)")
+    config_dir = next((root / d for d in CONFIG_DIRS if (root / d).is_dir()), None)
+    if config_dir is not None:
+        for path in sorted(config_dir.glob("*.yaml")):
+            doc = _load_yaml(path)
+            if isinstance(doc, dict) and VERL_BASE in _defaults(doc):
+                return "verl"
+    if is_sft_dir(root):
+        return "swift"
+    where = config_dir or root
+    raise UsageError(f"{where}: neither a verl experiment (a Hydra config whose defaults list `{VERL_BASE}`) nor an "
+                     "ms-swift SFT experiment (configs/sft_config.yaml, or a script running `swift sft`) "
+                     "(give a hardtry exps/<name> directory)")
 
 
 def _try_set(doc: dict, path: str, value: Any) -> bool:

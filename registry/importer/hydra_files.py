@@ -33,8 +33,13 @@ class ExperimentDir:
 def _load_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: not readable YAML ({exc})") from exc
+    except OSError as exc:
+        raise UsageError(f"{path}: not readable ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:  # one line: where and what (PyYAML's message spans several)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{path}: {where}not readable YAML: {what} (fix the file)") from exc
 
 
 def deep_merge(base: dict, over: dict) -> dict:

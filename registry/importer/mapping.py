@@ -25,6 +25,10 @@ VERL_TO_SPEC: dict[str, str] = {
     "actor_rollout_ref.model.trust_remote_code": "model.trust_remote_code",
     "actor_rollout_ref.model.use_remove_padding": "train.verl.use_remove_padding",
     "actor_rollout_ref.model.enable_gradient_checkpointing": "train.verl.gradient_checkpointing",
+    # LoRA: a section (verl's lora_rank 0 = off, so the import keeps the section only for rank > 0)
+    "actor_rollout_ref.model.lora_rank": "train.verl.lora.rank",
+    "actor_rollout_ref.model.lora_alpha": "train.verl.lora.alpha",
+    "actor_rollout_ref.model.target_modules": "train.verl.lora.target_modules",
     "actor_rollout_ref.actor.ppo_mini_batch_size": "train.ppo_mini_batch_size",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": "train.verl.ppo_micro_batch_size_per_gpu",
     "actor_rollout_ref.actor.ppo_epochs": "train.ppo_epochs",

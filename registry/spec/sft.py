@@ -28,9 +28,9 @@ class SwiftSpec(SpecModel):
     model_type: str | None = Field(None, description="swift `--model_type` (e.g. `qwen3`); None: swift infers it from the model's config.")
     template: str | None = Field(None, description="swift `--template` (e.g. `qwen3_nothinking`); None: the model type's default.")
     nproc_per_node: int = Field(1, ge=1, le=4096, description="GPUs per node (swift's NPROC_PER_NODE; >1 launches torchrun).")
-    extra_args: dict[str, str | int | float | bool] = Field(
+    extra_args: dict[str, str | int | float | bool | list[str | int | float | bool]] = Field(
         default_factory=dict,
-        description="More `swift sft` arguments as `{name: value}` (e.g. `{attn_impl: flash_attention_2, packing: true}`); they win over generated ones.",
+        description="More `swift sft` arguments as `{name: value}` (e.g. `{attn_impl: flash_attention_2, packing: true}`; a list passes several values); they win over generated ones.",
     )
 
 

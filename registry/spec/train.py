@@ -111,7 +111,8 @@ class MultiTurnSpec(SpecModel):
     )
     max_tool_response_length: int = Field(
         256, ge=1, le=MAX_TOKENS,
-        description="Tokens of one tool answer kept in the context (verl's key of the same name).",
+        description="Characters of one tool answer kept in the context; longer answers are cut with "
+        "verl's `(truncated)` marker (verl 0.9.1's key of the same name counts characters too).",
     )
     tool_response_truncate_side: Literal["left", "middle", "right"] = Field(
         "middle",
@@ -146,7 +147,8 @@ class RolloutSpec(SpecModel):
     max_prompt_length: int = Field(9216, le=MAX_TOKENS, ge=8, description="Longer prompts are filtered out.")
     max_response_length: int = Field(
         1024, le=MAX_TOKENS, ge=1,
-        description="New tokens per response (multi-turn: model tokens over all its turns).",
+        description="New tokens per response (multi-turn: model and tool tokens over all its turns, as "
+        "verl's response_length; a tool answer that would fill it ends the trajectory).",
     )
     multi_turn: MultiTurnSpec = Field(default_factory=MultiTurnSpec)
 

@@ -9,7 +9,8 @@ round's first k tokens, and write, in the seed's schemas:
   "tool_name", "parsed", …}]``;
 - ``entropy_increase.png``: the figure (``analysis.tool_entropy``), one line per model.
 
-Metrics (one ``log_metrics`` batch): ``entropy/round_{r}/mean|std|count`` and the step series
+Metrics (one ``log_metrics`` batch): ``entropy/round_{r}/mean|std|count``, the same per record
+type (``entropy/type/<record_type>/round_{r}/…``; ``conversations.py``) and the step series
 ``entropy/mean`` (step = round); with several models each key gets the model's label
 (``entropy/<label>/round_{r}/mean``).
 """
@@ -29,10 +30,10 @@ from typing import Any
 from registry.context import StageContext, StageResult
 from registry.errors import UsageError
 from registry.spec.entropy import EntropySpec
+from runners.common.tools import ToolAnswerer, load_tools_config
 from runners.entropy.conversations import load_conversations
 from runners.entropy.models import ModelRef, resolve_models
 from runners.entropy.rollout import Backend, rollout
-from runners.entropy.tools import ToolAnswerer, load_tools_config
 
 FIGURE = "entropy_increase.png"
 
@@ -113,6 +114,7 @@ class _Profiles:
         self.responses += [res.response_json(label) for res in results]
         prefix = f"entropy/{label}" if self.multi else "entropy"
         self.metrics.update(_round_metrics(records, prefix))
+        self.metrics.update(_type_metrics(records, prefix))
         self.metrics.update({f"{prefix}/{k}": float(v) for k, v in vars(stats).items()})
         self.metrics[f"{prefix}/seconds"] = seconds
         masses = [r["topk_mass"] for r in records if r.get("topk_mass") is not None]
@@ -197,6 +199,18 @@ def _round_metrics(records: list[dict], prefix: str) -> dict[str, float]:
     for r, s in round_stats(records).items():
         out.update({f"{prefix}/round_{r}/mean": s.mean, f"{prefix}/round_{r}/std": s.std,
                     f"{prefix}/round_{r}/count": s.count})
+    return out
+
+
+def _type_metrics(records: list[dict], prefix: str) -> dict[str, float]:
+    """The round metrics per record type (``entropy/type/<record_type>/round_{r}/…``): a round-1
+    entropy pooled over records that were trained to read a tool answer and records that never
+    saw one mixes the ARPO effect with distribution shift (docs/entropy.md)."""
+    types = sorted({r.get("record_type") or "unknown" for r in records})
+    out: dict[str, float] = {}
+    for kind in types:
+        out.update(_round_metrics([r for r in records if (r.get("record_type") or "unknown") == kind],
+                                  f"{prefix}/type/{kind}"))
     return out
 
 

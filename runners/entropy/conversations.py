@@ -3,6 +3,13 @@
 A conversation is cut at its first assistant turn: what comes before (system, user) is the
 prompt the model continues. The tool turns that follow later in the record are kept per round,
 so ``replay`` can answer the model's r-th tool call with the dataset's own r-th tool answer.
+
+Each conversation also gets a ``record_type`` from the record's structure, so entropy can be read
+by kind of record: ``with_tool_turn`` (the record has a tool turn before its final answer: the
+model was trained to read one), else by the tool calls of the reference answer (the parquet's
+ground truth, or a JSON record's last assistant turn): ``single_call``, ``multi_call``
+(several calls in one turn, no tool turn between them), ``no_call``; ``unknown`` when the record
+holds no reference answer.
 """
 
 from __future__ import annotations
@@ -14,17 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError
+from runners.common.tools import RecordedRound, call_names, recorded_rounds
 
 ROLES = {"system", "user", "assistant", "tool"}
-
-
-@dataclass
-class RecordedRound:
-    """What the dataset recorded for one tool round: the call(s) the assistant made (names, when
-    they can be read) and the tool turn(s) that answered them."""
-
-    call_names: list[str | None]
-    answers: list[str]
 
 
 @dataclass
@@ -35,6 +34,8 @@ class Conversation:
     tools: list[dict] | None
     recorded: list[RecordedRound] = field(default_factory=list)
     """``recorded[r - 1]`` = the dataset's tool round r (for ``replay``)."""
+    record_type: str = "unknown"
+    """``with_tool_turn``, ``single_call``, ``multi_call``, ``no_call`` or ``unknown`` (module doc)."""
 
     def recorded_round(self, round_idx: int) -> RecordedRound | None:
         return self.recorded[round_idx - 1] if 1 <= round_idx <= len(self.recorded) else None
@@ -51,7 +52,8 @@ def load_conversations(path: Path, limit: int | None = None) -> list[Conversatio
         rows = _parquet_rows(path, limit)
     else:
         rows = _json_rows(path, limit)
-    convs = [_conversation(path, where, i, messages, tools) for i, (where, messages, tools) in enumerate(rows)]
+    convs = [_conversation(path, where, i, messages, tools, reference)
+             for i, (where, messages, tools, reference) in enumerate(rows)]
     if not convs:
         raise InputDataError(f"{path}: no conversations in the file (it must hold at least one record)")
     return convs
@@ -70,9 +72,11 @@ def _parquet_rows(path: Path, limit: int | None):
         table = table.slice(0, limit)
     prompts = table.column("prompt").to_pylist()
     extras = table.column("extra_info").to_pylist() if "extra_info" in table.column_names else [None] * len(prompts)
-    for i, (prompt, extra) in enumerate(zip(prompts, extras)):
+    rewards = table.column("reward_model").to_pylist() if "reward_model" in table.column_names else [None] * len(prompts)
+    for i, (prompt, extra, reward) in enumerate(zip(prompts, extras, rewards)):
         tools = (extra or {}).get("tools") if isinstance(extra, dict) else None
-        yield f"row {i}", prompt, tools
+        reference = reward.get("ground_truth") if isinstance(reward, dict) else None
+        yield f"row {i}", prompt, tools, {"role": "assistant", "content": reference} if reference else None
 
 
 def _json_rows(path: Path, limit: int | None):
@@ -102,13 +106,14 @@ def _json_rows(path: Path, limit: int | None):
             yield _record(path, f"line {lineno}", rec)
 
 
-def _record(path: Path, where: str, rec: Any) -> tuple[str, Any, Any]:
+def _record(path: Path, where: str, rec: Any) -> tuple[str, Any, Any, None]:
     if not isinstance(rec, dict) or "messages" not in rec:
         raise InputDataError(f"{path}: {where}: expected an object with a `messages` list (and optional `tools`)")
-    return where, rec["messages"], rec.get("tools")
+    return where, rec["messages"], rec.get("tools"), None  # the reference is the last assistant turn
 
 
-def _conversation(path: Path, where: str, idx: int, messages: Sequence[Any], tools: Any) -> Conversation:
+def _conversation(path: Path, where: str, idx: int, messages: Sequence[Any], tools: Any,
+                  reference: dict | None = None) -> Conversation:
     if messages is None or isinstance(messages, (str, bytes)) or not len(messages):
         raise InputDataError(f"{path}: {where}: `messages` must be a non-empty list of {{role, content}} turns")
     msgs = []
@@ -122,8 +127,21 @@ def _conversation(path: Path, where: str, idx: int, messages: Sequence[Any], too
     prompt = msgs[:first_assistant]
     if not any(m["role"] == "user" for m in prompt):
         raise InputDataError(f"{path}: {where}: no user turn before the first assistant turn (nothing to answer)")
-    return Conversation(sample_idx=idx, prompt=prompt, tools=_tools(path, where, tools),
-                        recorded=_recorded_rounds(msgs[first_assistant:]))
+    recorded = recorded_rounds(msgs[first_assistant:])
+    if reference is None:
+        reference = next((m for m in reversed(msgs[first_assistant:]) if m["role"] == "assistant"), None)
+    return Conversation(sample_idx=idx, prompt=prompt, tools=_tools(path, where, tools), recorded=recorded,
+                        record_type=record_type(recorded, reference))
+
+
+def record_type(recorded: list[RecordedRound], reference: dict | None) -> str:
+    """The record's kind (module doc): a tool turn before the answer wins, else the reference's calls."""
+    if recorded:
+        return "with_tool_turn"
+    if reference is None:
+        return "unknown"
+    calls = len(call_names(reference))
+    return "no_call" if calls == 0 else "single_call" if calls == 1 else "multi_call"
 
 
 def _tools(path: Path, where: str, tools: Any) -> list[dict] | None:
@@ -139,34 +157,3 @@ def _tools(path: Path, where: str, tools: Any) -> list[dict] | None:
     if not isinstance(tools, (list, tuple)) and not hasattr(tools, "tolist"):
         raise InputDataError(f"{path}: {where}: `tools` must be a list of tool schemas")
     return [dict(t) for t in tools] or None
-
-
-def _recorded_rounds(turns: list[dict]) -> list[RecordedRound]:
-    """Group ``assistant (call) → tool …`` pairs into rounds, in order."""
-    from runners.reward import parse_tool_calls
-
-    rounds: list[RecordedRound] = []
-    pending_names: list[str | None] = []
-    for turn in turns:
-        if turn["role"] == "assistant":
-            pending_names = _call_names(turn, parse_tool_calls)
-        elif turn["role"] == "tool":
-            content = turn.get("content")
-            text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-            if rounds and rounds[-1].call_names is pending_names:
-                rounds[-1].answers.append(text)  # consecutive tool turns answer one assistant turn
-            else:
-                rounds.append(RecordedRound(call_names=pending_names, answers=[text]))
-    return rounds
-
-
-def _call_names(turn: dict, parse_tool_calls) -> list[str | None]:
-    names: list[str | None] = []
-    for call in turn.get("tool_calls") or []:  # OpenAI structured calls
-        fn = call.get("function", call) if isinstance(call, dict) else {}
-        names.append(fn.get("name"))
-    content = turn.get("content")
-    if isinstance(content, str):
-        for call in parse_tool_calls(content) or []:
-            names.append(call.get("name"))
-    return names

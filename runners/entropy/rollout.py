@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from runners.common.tools import ToolAnswer, ToolAnswerer
 from runners.entropy.conversations import Conversation
 from runners.entropy.decoding import Generation
-from runners.entropy.tools import ToolAnswer, ToolAnswerer
 
 TOOL_RESPONSE = "<tool_response>\n{}\n</tool_response>"
 
@@ -56,6 +56,8 @@ class RoundRecord:
     model: str = ""
     topk_mass: float | None = None
     """vLLM backend: mean probability mass its top-k logprobs covered over the k tokens."""
+    record_type: str = ""
+    """The conversation's kind (``Conversation.record_type``: with_tool_turn, single_call, …)."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -139,6 +141,7 @@ def _rollout_batch(batch: list[ConversationResult], backend: Backend, answerer: 
             res = batch[i]
             answered = pending_answers.pop(i, None)
             res.rounds.append(_round_record(res.conv.sample_idx, round_idx, gen, answered, model))
+            res.rounds[-1].record_type = res.conv.record_type
             res.tokens_left -= len(gen.token_ids)
             res.messages.append({"role": "assistant", "content": gen.text})
             res.response += gen.text

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError, UsageError
-from runners.common.jsonl import parse_jsonl
+from registry.jsonl import parse_jsonl
 from runners.eval.bfcl_match import category_of, check_category_supported
 from runners.eval.records import EvalRecord
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InputDataError
-from runners.common.jsonl import parse_jsonl
+from registry.jsonl import parse_jsonl
 
 PROMPT_FIELDS = ("prompt", "question", "instruction", "problem", "input", "query", "text")
 RESPONSE_FIELDS = ("response", "answer", "output", "completion", "solution", "ground_truth")

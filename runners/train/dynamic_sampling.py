@@ -51,6 +51,8 @@ def merge(parts: Sequence[tuple[RolloutBatch, list[int]]], pad_id: int) -> Rollo
     R = max(b.response_length for b, _ in parts)
     ids, attn, rmask = [], [], []
     group_ids, gts, texts, trunc, ptoks, scores = [], [], [], [], [], []
+    extras: list[dict] | None = [] if all(b.extra_infos is not None for b, _ in parts) else None
+    turns: list | None = [] if all(b.turns is not None for b, _ in parts) else None
     next_gid, seconds = 0, 0.0
     for b, idx in parts:
         seconds += b.generate_seconds
@@ -62,10 +64,12 @@ def merge(parts: Sequence[tuple[RolloutBatch, list[int]]], pad_id: int) -> Rollo
         pm[:, P - p :] = b.attention_mask[sel, :p]
         rid = torch.full((len(idx), R), pad_id, dtype=torch.long)
         rm = torch.zeros((len(idx), R), dtype=torch.float)
+        ra = torch.zeros((len(idx), R), dtype=torch.long)
         rid[:, :r] = b.input_ids[sel, p:]
         rm[:, :r] = b.response_mask[sel]
+        ra[:, :r] = b.attention_mask[sel, p:]  # multi-turn: tool tokens are attended, not in the mask
         ids.append(torch.cat([pid, rid], 1))
-        attn.append(torch.cat([pm, rm.long()], 1))
+        attn.append(torch.cat([pm, ra], 1))
         rmask.append(rm)
         for j, i in enumerate(idx):  # a new group starts where the source group id changes
             if j and b.group_ids[i] != b.group_ids[idx[j - 1]]:
@@ -74,6 +78,10 @@ def merge(parts: Sequence[tuple[RolloutBatch, list[int]]], pad_id: int) -> Rollo
         next_gid += 1
         gts += [b.ground_truths[i] for i in idx]
         texts += [b.texts[i] for i in idx]
+        if extras is not None:
+            extras += [b.extra_infos[i] for i in idx]
+        if turns is not None:
+            turns += [b.turns[i] for i in idx]
         trunc.append(b.truncated[sel])
         ptoks.append(b.prompt_tokens[sel])
         assert b.scores is not None
@@ -82,6 +90,7 @@ def merge(parts: Sequence[tuple[RolloutBatch, list[int]]], pad_id: int) -> Rollo
         input_ids=torch.cat(ids), attention_mask=torch.cat(attn), response_mask=torch.cat(rmask), prompt_length=P,
         group_ids=group_ids, ground_truths=gts, texts=texts, truncated=torch.cat(trunc),
         prompt_tokens=torch.cat(ptoks), generate_seconds=seconds, scores=torch.cat(scores),
+        extra_infos=extras, turns=turns,
     )
 
 

@@ -8,6 +8,7 @@ same prompts, which is what lets a resumed run continue exactly where the crashe
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -37,8 +38,11 @@ from runners.train.dynamic_sampling import sample_step
 from runners.train.forward import autocast, batched_token_stats
 from runners.train.loss import agg_loss
 from runners.train.metrics import ENTROPY_KEY, MetricsHistory, masked_stats
+from runners.train.multi_turn import build as build_multi_turn
+from runners.train.multi_turn import render_cut_prompt
 from runners.train.prompts import Prompt, load_prompts
 from runners.train.rollout import generate_rollouts, score
+from runners.train.round_entropy import record_step
 from runners.train.update import UpdateBatch, build_optimizer, update_policy
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -95,7 +99,10 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
                                   trust_remote_code=model_spec.trust_remote_code)
         ref_model.requires_grad_(False)
 
-    plan = _plan(spec, ctx, tokenizer, train_parquet)
+    mt = spec.rollout.multi_turn
+    plan = _plan(spec, ctx, tokenizer, train_parquet, render_cut_prompt if mt.enable else render_prompt)
+    generate = build_multi_turn(mt, tokenizer, ctx, plan.prompts) if mt.enable else generate_rollouts
+    entropy_dir = ctx.work_dir / "entropy_steps"  # multi-turn: entropy_step_N.json per step
     reward_fn = load_reward(ctx.spec.reward, ctx.project_root, _data_source(ctx))
     estimator = get_estimator(spec.algorithm.adv_estimator)
     think_ids = _think_ids(spec, tokenizer)
@@ -121,6 +128,7 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
         random.seed(spec.seed)
         np.random.seed(spec.seed)
         history.reset()
+        shutil.rmtree(entropy_dir, ignore_errors=True)
 
     progress = _progress(plan.total_steps, start_step)
     fg = spec.algorithm.filter_groups
@@ -129,7 +137,7 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
     def rollout(prompts: list[Prompt]):
         ro = spec.rollout
         with autocast(device, autocast_dtype):
-            batch = generate_rollouts(
+            batch = generate(
                 model, tokenizer, prompts, n=ro.n, temperature=ro.temperature, top_p=ro.top_p,
                 max_response_length=ro.max_response_length, generation_batch_size=spec.generation_batch_size,
                 device=device,
@@ -144,16 +152,19 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
             enable=fg.enable, max_num_gen_batches=fg.max_num_gen_batches or plan.steps_per_epoch, pad_id=pad_id,
         )
         cursor = sampled.cursor
+        on_entropy = functools.partial(
+            record_step, k=mt.entropy_k, vocab_size=model.get_output_embeddings().weight.shape[0], step=step,
+            directory=entropy_dir) if mt.enable else None
         metrics = _train_step(
             sampled.batch, model, ref_model, optimizer, spec, estimator=estimator, think_ids=think_ids,
-            device=device, autocast_dtype=autocast_dtype, started=started,
+            device=device, autocast_dtype=autocast_dtype, started=started, on_entropy=on_entropy,
         )
         metrics.update(sampled.metrics)
         metrics["actor/lr"] = scheduler.get_last_lr()[0]
         scheduler.step()
         metrics["train/epoch"] = (cursor - 1) // plan.steps_per_epoch
         if plan.val_prompts and spec.test_freq > 0 and (step % spec.test_freq == 0 or step == plan.total_steps):
-            metrics.update(_validate(model, tokenizer, plan.val_prompts, spec, reward_fn, device))
+            metrics.update(_validate(model, tokenizer, plan.val_prompts, spec, reward_fn, device, generate))
         ctx.tracker.log_metrics(metrics, step)
         history.append(step, metrics)
         if spec.save_freq > 0 and (step % spec.save_freq == 0 or step == plan.total_steps):
@@ -165,11 +176,11 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
     if progress is not None:
         progress.close()
     ctx.tracker.flush()
-    return _finish(ctx, model, tokenizer, history, ckpt_root, plan, resume_step)
+    return _finish(ctx, model, tokenizer, history, ckpt_root, plan, resume_step, entropy_dir if mt.enable else None)
 
 
-def _plan(spec: TrainSpec, ctx: StageContext, tokenizer: Any, train_parquet: Path) -> Plan:
-    prompts, filtered = load_prompts(train_parquet, tokenizer, render_prompt, spec.rollout.max_prompt_length)
+def _plan(spec: TrainSpec, ctx: StageContext, tokenizer: Any, train_parquet: Path, render=render_prompt) -> Plan:
+    prompts, filtered = load_prompts(train_parquet, tokenizer, render, spec.rollout.max_prompt_length)
     if len(prompts) < spec.train_batch_size:
         raise InputDataError(
             f"{train_parquet}: {len(prompts)} prompts fit max_prompt_length={spec.rollout.max_prompt_length} "
@@ -181,7 +192,7 @@ def _plan(spec: TrainSpec, ctx: StageContext, tokenizer: Any, train_parquet: Pat
     val: list[Prompt] = []
     test_parquet = ctx.inputs.get("convert.test")
     if test_parquet is not None and spec.test_freq > 0:
-        val = load_prompts(test_parquet, tokenizer, render_prompt, spec.rollout.max_prompt_length)[0][: spec.val_max_prompts]
+        val = load_prompts(test_parquet, tokenizer, render, spec.rollout.max_prompt_length)[0][: spec.val_max_prompts]
     return Plan(prompts, steps_per_epoch, total, filtered, val)
 
 
@@ -195,8 +206,9 @@ def _think_ids(spec: TrainSpec, tokenizer: Any) -> tuple[int, int] | None:
 
 
 def _train_step(batch, model, ref_model, optimizer, spec: TrainSpec, *, estimator, think_ids, device, autocast_dtype,
-                started: float) -> dict[str, float]:
-    """Log-probs, advantages and the policy update on a scored rollout batch."""
+                started: float, on_entropy=None) -> dict[str, float]:
+    """Log-probs, advantages and the policy update on a scored rollout batch. ``on_entropy(entropy,
+    batch) -> metrics``: multi-turn's per-round entropy, from the old-policy pass."""
     ro = spec.rollout
     scores = batch.scores
     micro = spec.micro_batch_size or spec.ppo_mini_batch_size * ro.n
@@ -207,6 +219,7 @@ def _train_step(batch, model, ref_model, optimizer, spec: TrainSpec, *, estimato
     ref = batched_token_stats(ref_model, ids, attn, R, ro.temperature, micro, with_entropy=False) if ref_model else None
     mask = batch.response_mask
     entropy = old.entropy.cpu()
+    extra = on_entropy(entropy, batch) if on_entropy is not None else {}
     scope = mask if think_ids is None else think_span_mask(
         batch.response_ids, mask, *think_ids, prompt_ids=batch.input_ids[:, : batch.prompt_length]
     )
@@ -243,13 +256,14 @@ def _train_step(batch, model, ref_model, optimizer, spec: TrainSpec, *, estimato
         "timing_s/gen": batch.generate_seconds,
         "timing_s/update": time.perf_counter() - update_started,
         "timing_s/step": seconds,
+        **extra,
     }
 
 
-def _validate(model, tokenizer, prompts, spec: TrainSpec, reward_fn, device) -> dict[str, float]:
+def _validate(model, tokenizer, prompts, spec: TrainSpec, reward_fn, device, generate=generate_rollouts) -> dict[str, float]:
     """Greedy responses on test-split prompts (verl's default val_kwargs: do_sample false)."""
     rng = torch.get_rng_state()  # greedy uses no randomness, but keep the training stream untouched
-    batch = generate_rollouts(
+    batch = generate(
         model, tokenizer, prompts, n=1, temperature=1.0, top_p=1.0, do_sample=False,
         max_response_length=spec.rollout.max_response_length, generation_batch_size=spec.generation_batch_size, device=device,
     )
@@ -265,7 +279,7 @@ def _progress(total: int, initial: int) -> Any:
 
 
 def _finish(ctx: StageContext, model, tokenizer, history: MetricsHistory, ckpt_root: Path, plan: Plan,
-            resume_step: int | None) -> StageResult:
+            resume_step: int | None, entropy_dir: Path | None = None) -> StageResult:
     out_model = ctx.out_dir / "model"
     model.save_pretrained(out_model, safe_serialization=True)
     tokenizer.save_pretrained(out_model)
@@ -289,8 +303,13 @@ def _finish(ctx: StageContext, model, tokenizer, history: MetricsHistory, ckpt_r
     val = history.series("val/reward_mean")
     if val:
         metrics["val/reward_mean_last"] = val[-1]
+    outputs = {"model": out_model, "checkpoints": out_ckpt}
+    if entropy_dir is not None and entropy_dir.is_dir():  # multi-turn: entropy_step_N.json per step
+        outputs["entropy_steps"] = ctx.out_dir / "entropy_steps"
+        copy_tree(entropy_dir, outputs["entropy_steps"])
+        ctx.tracker.log_artifacts(outputs["entropy_steps"], "entropy_steps")
     return StageResult(
-        outputs={"model": out_model, "checkpoints": out_ckpt},
+        outputs=outputs,
         metrics=metrics,
         info={"steps": plan.total_steps, "prompts": len(plan.prompts), "filtered_overlong": plan.filtered,
               "resumed_from_step": resume_step or 0},

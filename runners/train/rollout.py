@@ -4,6 +4,10 @@ scored by the spec's reward function.
 Layout of a batch (N = prompts × n, rows of one prompt adjacent, as verl's ``repeat(interleave)``):
 ``input_ids`` = [left-padded prompt (P) | right-padded response (R)]; ``response_mask`` is 1 on
 the response tokens up to and including the first EOS. A response without EOS is truncated.
+
+Multi-turn rollouts (``runners/train/multi_turn.py``) use the same layout; their response holds
+model and tool tokens, ``attention_mask`` is 1 on both and ``response_mask`` only on the model's
+(so it is not contiguous): every consumer reads the mask, never a length.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ class RolloutBatch:
     prompt_tokens: torch.Tensor  # [N] real (unpadded) prompt lengths
     generate_seconds: float
     scores: torch.Tensor | None = None  # [N] reward per response
+    extra_infos: list[dict] | None = None
+    """Multi-turn: the reward's ``extra_info`` per row (the whole trajectory, turns, tool rounds)."""
+    turns: list[Any] | None = None
+    """Multi-turn: per row, where each round's model tokens start (``multi_turn.TurnInfo``)."""
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -41,10 +49,12 @@ class RolloutBatch:
         return self.input_ids.shape[1] - self.prompt_length
 
     def token_level_rewards(self) -> torch.Tensor:
-        """The score on each response's last token, zeros elsewhere (verl's reward layout)."""
+        """The score on each response's last model token, zeros elsewhere (verl's reward layout;
+        the last position where the mask is 1, so holes for tool tokens do not move it)."""
         assert self.scores is not None
         rewards = torch.zeros_like(self.response_mask)
-        last = (self.response_mask.sum(-1).long() - 1).clamp(min=0)
+        positions = torch.arange(self.response_mask.shape[1]).expand_as(self.response_mask)
+        last = torch.where(self.response_mask.bool(), positions, torch.zeros_like(positions)).max(-1).values
         rewards[torch.arange(rewards.shape[0]), last] = self.scores.to(rewards.dtype)
         return rewards * self.response_mask
 
@@ -153,6 +163,12 @@ def generate_rollouts(
     )
 
 
-def score(batch: RolloutBatch, reward_fn: Callable[[str, Any], float]) -> torch.Tensor:
-    batch.scores = torch.tensor([float(reward_fn(t, gt)) for t, gt in zip(batch.texts, batch.ground_truths)])
+def score(batch: RolloutBatch, reward_fn: Callable[..., float]) -> torch.Tensor:
+    """Rewards of ``batch.texts`` (multi-turn: the last assistant turn, with the whole trajectory
+    in ``extra_info``)."""
+    if batch.extra_infos is None:
+        values = [reward_fn(t, gt) for t, gt in zip(batch.texts, batch.ground_truths)]
+    else:
+        values = [reward_fn(t, gt, extra) for t, gt, extra in zip(batch.texts, batch.ground_truths, batch.extra_infos)]
+    batch.scores = torch.tensor([float(v) for v in values])
     return batch.scores

@@ -1,5 +1,8 @@
 """Answers to the model's tool calls: replayed from the dataset, executed in-process, or an error.
 
+Shared by the entropy stage (``runners/entropy``) and the builtin trainer's multi-turn rollouts
+(``runners/train/multi_turn.py``), so both answer a call the same way.
+
 Every call gets an answer, so a rollout never stalls: a malformed call (unparsable JSON, an
 unclosed tag) or a call to a tool nobody provides is answered with an error message the model
 reads as its tool turn, the way a real tool server would reply.
@@ -7,20 +10,95 @@ reads as its tool turn, the way a real tool server would reply.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import re
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from registry.errors import InputDataError
-from runners.entropy.conversations import Conversation
 from runners.reward import parse_tool_calls
 
 _NAME_RE = re.compile(r'"name"\s*:\s*"([^"]+)"')
+
+TOOL_TIMEOUT_S = 30.0
+"""A tool callable that runs longer is answered with an error, so a hanging tool cannot hang a
+rollout (main thread only: SIGALRM; the stages run their rollouts there)."""
+
+
+class ToolTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum, frame):
+        raise ToolTimeout
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class RecordedRound:
+    """What the dataset recorded for one tool round: the call(s) the assistant made (names, when
+    they can be read) and the tool turn(s) that answered them."""
+
+    call_names: list[str | None]
+    answers: list[str]
+
+
+class Conversation(Protocol):
+    """What answering needs of a conversation: its tool schemas and its recorded rounds."""
+
+    tools: list[dict] | None
+
+    def recorded_round(self, round_idx: int) -> RecordedRound | None: ...
+
+
+def recorded_rounds(turns: list[dict]) -> list[RecordedRound]:
+    """Group the ``assistant (call) → tool …`` pairs of the turns after a prompt into rounds, in order."""
+    rounds: list[RecordedRound] = []
+    pending_names: list[str | None] = []
+    for turn in turns:
+        if turn["role"] == "assistant":
+            pending_names = call_names(turn)
+        elif turn["role"] == "tool":
+            content = turn.get("content")
+            text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+            if rounds and rounds[-1].call_names is pending_names:
+                rounds[-1].answers.append(text)  # consecutive tool turns answer one assistant turn
+            else:
+                rounds.append(RecordedRound(call_names=pending_names, answers=[text]))
+    return rounds
+
+
+def call_names(turn: dict) -> list[str | None]:
+    """The tool names an assistant turn calls: OpenAI ``tool_calls`` and ``<tool_call>`` blocks."""
+    names: list[str | None] = []
+    for call in turn.get("tool_calls") or []:  # OpenAI structured calls
+        fn = call.get("function", call) if isinstance(call, dict) else {}
+        names.append(fn.get("name"))
+    content = turn.get("content")
+    if isinstance(content, str):
+        for call in parse_tool_calls(content) or []:
+            names.append(call.get("name"))
+    return names
 
 
 @dataclass
@@ -41,11 +119,13 @@ class ToolAnswerer:
     otherwise an error message. ``mode="tools_config"``: always the callables.
     """
 
-    def __init__(self, mode: str, tools: dict[str, Callable[..., Any]] | None = None):
+    def __init__(self, mode: str, tools: dict[str, Callable[..., Any]] | None = None,
+                 timeout_s: float = TOOL_TIMEOUT_S):
         if mode not in ("replay", "tools_config"):
             raise ValueError(f"unknown tool source {mode!r}")
         self.mode = mode
         self.tools = dict(tools or {})
+        self.timeout_s = timeout_s
 
     def answer(self, conv: Conversation, round_idx: int, text: str) -> list[ToolAnswer]:
         """Answers for the call(s) in ``text`` (the model output that ended round ``round_idx - 1``)."""
@@ -71,7 +151,10 @@ class ToolAnswerer:
         if not isinstance(arguments, dict):
             return f"Error: arguments of '{name}' must be a JSON object, got {type(arguments).__name__}"
         try:
-            result = self.tools[name](**arguments)
+            with _deadline(self.timeout_s):
+                result = self.tools[name](**arguments)
+        except ToolTimeout:
+            return f"Error: {name} did not answer within {self.timeout_s:g} s"
         except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's feedback, not the stage's
             return f"Error: {name} raised {type(exc).__name__}: {exc}"
         return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
@@ -104,15 +187,16 @@ def _same_tool(recorded_names: list[str | None], j: int, name: str) -> bool:
 # -- tools config ----------------------------------------------------------------------------------
 
 
-def load_tools_config(path: Path) -> dict[str, Callable[..., Any]]:
+def load_tools_config(path: Path, field: str = "entropy.tools_config") -> dict[str, Callable[..., Any]]:
     """``tools: {name: "module:function" | "file.py:function" | {callable: ...}}`` → callables.
 
-    A ``file.py`` path is resolved relative to the config file."""
+    A ``file.py`` path is resolved relative to the config file. ``field``: the spec key that named
+    the file, for the error message."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise InputDataError(f"{path}: tools config not found (entropy.tools_config must name a YAML file)")
+        raise InputDataError(f"{path}: tools config not found ({field} must name a YAML file)")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
