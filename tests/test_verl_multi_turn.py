@@ -250,3 +250,14 @@ def test_round_records_on_a_non_contiguous_mask(tmp_path):
                                                    "rollout/entropy_after_tool/round_1": 7.0 / log_v})
     path = E.write_step_file(tmp_path / "steps", 3, recs)
     assert path.name == "entropy_step_3.json" and json.loads(path.read_text())[1]["uid"] == "a"
+
+
+def test_tools_in_the_system_prompt_are_refused_with_multi_turn(tmp_path):
+    from registry.errors import UsageError
+    from runners.verl.stage import plan_train
+
+    spec = multi_turn_spec()
+    spec.data.tools_in_system_prompt = True
+    with pytest.raises(UsageError, match="data.tools_in_system_prompt"):
+        plan_train(spec.train, spec, project_root=ROOT, model_path="/m", train_files="/t", val_files="/v",
+                   checkpoint_dir=tmp_path, config_dir=tmp_path / "verl", tracking_uri="sqlite:///x.db", run_id="r")

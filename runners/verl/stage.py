@@ -69,6 +69,12 @@ def plan_train(
     from runners.reward_file import check_file
 
     check_file(spec.reward, project_root)  # verl's workers import it: a missing file must fail here, not on the GPUs
+    if train.rollout.multi_turn.enable and spec.data is not None and spec.data.tools_in_system_prompt:
+        raise UsageError(
+            f"spec '{spec.name}': data.tools_in_system_prompt: verl's tool_agent loop renders the tools "
+            "itself (apply_chat_template(tools=...)), so the prompt would list them twice (set "
+            "data.tools_in_system_prompt: false, or train.rollout.multi_turn.enable: false)"
+        )
     env = verl_env(project_root=PROJECT_ROOT, tracking_uri=tracking_uri, run_id=run_id)
     launch_config = build_config(
         train,
