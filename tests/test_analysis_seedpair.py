@@ -172,3 +172,19 @@ def test_an_untrained_arm_whose_sft_differs_says_so(tmp_path, _store_template):
     d = comp.row(ACC).diffs[1]
     assert "variation of its sft runs and eval sampling for base (it has no train stage; its sft stage differs " \
            "between its cells)" in d.covers and "the same convert run" in d.covers
+
+
+def test_the_worked_example_of_docs_statistics():
+    from analysis.verdict import seed_paired_diff
+
+    g, e = [0.55, 0.58, 0.52], [0.61, 0.66, 0.59]
+    d = seed_paired_diff(ACC, "grpo", "egpo", g, e, seeds=["1", "2", "3"])
+    assert d.sentence() == ("eval/accuracy_mean: egpo − grpo = +7.0 pts [+4.5, +9.5] (95% CI over training seeds "
+                            "(paired by seed), n = 3 seed pairs, paired t): higher (p = 0.0067).")
+    assert "sd of the per-seed differences 1.0 pts" in d.power_note and "±3.3 pts" in d.power_note
+    assert "≈ 5 seeds in both arms" in d.power_note
+    swapped = seed_paired_diff(ACC, "grpo", "egpo", g, [0.61, 0.59, 0.66], seeds=["1", "2", "3"])
+    assert (round(swapped.ci.low, 3), round(swapped.ci.high, 3), round(swapped.ci.p, 2)) == (-0.093, 0.233, 0.21)
+    # no spread in the differences: the difference is what it is
+    same = seed_paired_diff(ACC, "grpo", "egpo", [0.5, 0.6], [0.5, 0.6], seeds=["1", "2"])
+    assert same.verdict == "identical" and same.ci.p == 1.0
