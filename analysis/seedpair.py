@@ -81,7 +81,7 @@ class SeedPairs:
         parts = [f"{label} seed{'s' if len(s) > 1 else ''} {', '.join(s)}" for label, s in
                  ((label_a, self.only_a), (label_b, self.only_b)) if s]
         n = len(self.only_a) + len(self.only_b)
-        return f"{n} seed{'s' if n > 1 else ''} only one arm ran left out of the pairing ({'; '.join(parts)})" if n else ""
+        return f"left out of the pairing: {n} seed{'s' if n > 1 else ''} only one arm has ({'; '.join(parts)})" if n else ""
 
 
 def _by_seed(arm: Arm, values: Sequence[float | None]) -> dict[str, tuple[float, int]]:

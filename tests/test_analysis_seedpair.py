@@ -86,7 +86,7 @@ def test_pairs_follow_the_seed_tag_not_the_run_order(store):
     assert d.unit == "training seeds (paired by seed)" and d.n == (3, 3)
     assert (d.ci.diff, d.ci.p) == pytest.approx((np.mean([e[s] - g[s] for s in common]), ref.pvalue))
     assert "the 3 seeds both arms ran (2, 3, 4)" in d.covers
-    assert d.covers.endswith("2 seeds only one arm ran left out of the pairing (grpo seed 1; egpo seed 5)")
+    assert d.covers.endswith("left out of the pairing: 2 seeds only one arm has (grpo seed 1; egpo seed 5)")
     # the unpaired line is over every seed of each arm
     welch = sps.ttest_ind(list(e.values()), list(g.values()), equal_var=False)
     assert d.unpaired.n == (4, 4) and d.unpaired.ci.p == pytest.approx(welch.pvalue)
