@@ -104,7 +104,9 @@ def seed_paired_diff(metric: str, a: str, b: str, xa: list[float], xb: list[floa
     diffs = [y - x for x, y in zip(xa, xb)]
     n = len(diffs)
     mean = sum(diffs) / n
-    if all(x == diffs[0] for x in diffs):  # no spread in the differences: it is what it is
+    tol = 1e-12 * max(1.0, *(abs(v) for v in (*xa, *xb)))  # float noise of equal values is no spread
+    if all(abs(x - diffs[0]) <= tol for x in diffs):  # no spread in the differences: it is what it is
+        mean = 0.0 if abs(mean) <= tol else mean
         ci = DiffCI(mean, mean, mean, math.nan, math.nan, 1.0 if mean == 0 else 0.0)
         sd = 0.0
     else:

@@ -188,3 +188,6 @@ def test_the_worked_example_of_docs_statistics():
     # no spread in the differences: the difference is what it is
     same = seed_paired_diff(ACC, "grpo", "egpo", [0.5, 0.6], [0.5, 0.6], seeds=["1", "2"])
     assert same.verdict == "identical" and same.ci.p == 1.0
+    # differences equal up to float noise are no spread either (not "higher, p = 1e-16")
+    noise = seed_paired_diff(ACC, "grpo", "egpo", [0.1 + 0.2, 0.3], [0.3, 0.1 + 0.2], seeds=["1", "2"])
+    assert noise.verdict == "identical" and noise.ci.low == noise.ci.high == 0.0
