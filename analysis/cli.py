@@ -76,6 +76,10 @@ _primary_option = click.option(
     "--primary", default=None, metavar="METRIC",
     help="The metric that gets the verdict (default: the study's primary_metric, else eval/accuracy_mean); "
          "every other metric is secondary with Holm-adjusted p-values.")
+_unpaired_option = click.option(
+    "--unpaired-seeds", "unpaired_seeds", is_flag=True, default=False,
+    help="Compare seeded arms by Welch over each arm's seeds even where their seeds match (default: paired "
+         "by seed on the seeds both arms ran, the Welch result shown alongside; docs/statistics.md).")
 
 
 @click.command("compare")
@@ -83,6 +87,7 @@ _primary_option = click.option(
 @_study_option
 @_where_option
 @_primary_option
+@_unpaired_option
 @_metrics_option
 @_run_option
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="text", show_default=True, help="Output format.")
@@ -90,20 +95,21 @@ _primary_option = click.option(
               help="Write to this file instead of stdout.")
 @_uri_option
 @_handle_errors
-def compare(runs: tuple[str, ...], study: str | None, where: str | None, primary: str | None,
+def compare(runs: tuple[str, ...], study: str | None, where: str | None, primary: str | None, unpaired_seeds: bool,
             metrics: tuple[str, ...], pins: tuple[str, ...], fmt: str, output: Path | None,
             tracking_uri: str | None) -> None:
     """Compare arms metric by metric: RUNS are spec names or run ids; --study / --where add arms.
 
     Each arm after the first gets its difference from the first with a 95% interval that names
-    its unit of replication (training seeds > prompts, paired > eval repeats) and what it covers;
+    its unit of replication (training seeds, paired by seed where the seeds match > prompts, paired >
+    eval repeats) and what it covers;
     the primary metric gets the verdict, the others Holm-adjusted p-values.
     """
     from analysis import render
     from analysis.compare import build
 
     comp = build(_client(tracking_uri), runs, _metrics(metrics), _pins(pins), study=study, where=where,
-                 primary=primary)
+                 primary=primary, pair_seeds=not unpaired_seeds)
     text = render.FORMATS[fmt](comp)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -117,6 +123,7 @@ def compare(runs: tuple[str, ...], study: str | None, where: str | None, primary
 @_study_option
 @_where_option
 @_primary_option
+@_unpaired_option
 @_metrics_option
 @_run_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
@@ -125,7 +132,7 @@ def compare(runs: tuple[str, ...], study: str | None, where: str | None, primary
               help="Also record the report in MLflow (a run tagged rlreg.role=report).")
 @_uri_option
 @_handle_errors
-def report(runs: tuple[str, ...], study: str | None, where: str | None, primary: str | None,
+def report(runs: tuple[str, ...], study: str | None, where: str | None, primary: str | None, unpaired_seeds: bool,
            metrics: tuple[str, ...], pins: tuple[str, ...], output: Path, log: bool,
            tracking_uri: str | None) -> None:
     """Write a report over RUNS (spec names or run ids) and/or a study's arms: the verdict, spec
@@ -134,7 +141,7 @@ def report(runs: tuple[str, ...], study: str | None, where: str | None, primary:
 
     client = _client(tracking_uri)
     rep = build_report(client, runs, _metrics(metrics), _pins(pins), study=study, where=where,
-                       primary=primary)
+                       primary=primary, pair_seeds=not unpaired_seeds)
     written = write_report(rep, output)
     click.echo(f"wrote {written[0]} ({len(rep.figures)} figures, {len(rep.spec_rows)} spec differences)")
     if log:

@@ -10,7 +10,9 @@ seed; ``analysis.arms``). Where a single run's cell comes from, in order (``Cell
    ``<prefix>/repeats`` (std recovered from the interval) when the per-repeat values are gone;
 3. ``parent``: the parent's logged value; 4. ``child``: a stage child's latest value.
 An arm of ≥ 2 runs gets ``seeds``: mean ± t-interval over the runs' values. Proportions
-(``analysis.metrics``) keep their intervals inside [0, 1]. Differences: ``analysis.verdict``.
+(``analysis.metrics``) keep their intervals inside [0, 1]. Differences: ``analysis.verdict``; two
+seeded arms with ≥ 2 seeds in common are compared paired by seed (``analysis.seedpair``) unless
+``pair_seeds=False``, the unpaired Welch shown alongside.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Any
 
 from analysis import arms as A
 from analysis import runs as R
+from analysis import seedpair
 from analysis.entries import load_entries, shared_prompts
 from analysis.metrics import base_key, entry_column, is_proportion
 from analysis.paired import paired_diff, per_prompt
 from analysis.stats import MeanCI, clip_proportion, holm, mean_ci, mean_ci_from_interval
-from analysis.verdict import UNIT_REPEATS, UNIT_SEEDS, Diff, repeats_diff, seeds_diff
+from analysis.verdict import UNIT_REPEATS, UNIT_SEEDS, Diff, repeats_diff, seed_paired_diff, seeds_diff
 from analysis.verdict import paired_diff as paired_verdict
 from registry.errors import UsageError
 from registry.parent_view import CURVE_KEYS
@@ -76,6 +79,7 @@ class Comparison:
     primary: str = ""
     notes: list[str] = field(default_factory=list)
     study: str = ""
+    scopes: dict[str, seedpair.Scope] = field(default_factory=dict)  # what each arm's seeds change
 
     @property
     def labels(self) -> list[str]:
@@ -190,13 +194,40 @@ class _Entries:
         return {k: sum(v) / len(v) for k, v in prompts.items()}, repeats, [r for t in tables for r in t]  # type: ignore[union-attr]
 
 
-def _diff(metric: str, arms: list[A.Arm], cells: list[Cell], i: int, entries: _Entries, notes: list[str]) -> Diff | None:
+def _values(per_run: list[Cell]) -> list[float | None]:
+    return [float(c.value) if c.present else None for c in per_run]  # type: ignore[arg-type]
+
+
+def _seeds_diff(metric: str, a: A.Arm, b: A.Arm, ca: MeanCI, cb: MeanCI, per_run: tuple[list[Cell], list[Cell]],
+                scopes: dict[str, seedpair.Scope], pair_seeds: bool) -> Diff:
+    """Paired by seed when the design pairs the cells (≥ 2 seeds both arms ran), else Welch; the
+    rule is the design's, never the smaller p's (docs/statistics.md)."""
+    spread = seedpair.spread(a.label, b.label, scopes)
+    welch = seeds_diff(metric, a.label, b.label, ca, cb, spread)
+    if not pair_seeds:
+        return welch
+    sp = seedpair.pairs(a, b, _values(per_run[0]), _values(per_run[1]))
+    if sp.n < 2:
+        welch.covers += (f"; not paired by seed: the arms have {sp.n} seed{'' if sp.n == 1 else 's'} in common "
+                         "(2 needed)")
+        return welch
+    d = seed_paired_diff(metric, a.label, b.label, sp.a, sp.b, seeds=sp.seeds, spread=spread, shares=sp.shares,
+                         left_out=sp.left_out(a.label, b.label))
+    d.unpaired = welch
+    return d
+
+
+def _diff(metric: str, arms: list[A.Arm], cells: list[Cell], i: int, entries: _Entries, notes: list[str],
+          per_run: list[list[Cell]] | None = None, scopes: dict[str, seedpair.Scope] | None = None,
+          pair_seeds: bool = True) -> Diff | None:
     a, b = arms[0], arms[i]
     ca, cb = cells[0].summary(), cells[i].summary()
     if ca is None or cb is None:
         return None
     if cells[0].unit == UNIT_SEEDS and cells[i].unit == UNIT_SEEDS:
-        return seeds_diff(metric, a.label, b.label, ca, cb)
+        per_run = per_run or [[] for _ in arms]
+        scopes = scopes or {arm.label: seedpair.TRAINED for arm in arms}
+        return _seeds_diff(metric, a, b, ca, cb, (per_run[0], per_run[i]), scopes, pair_seeds)
     column = entry_column(metric)
     if column:
         ea, eb = entries.arm(a, column), entries.arm(b, column)
@@ -241,10 +272,12 @@ def build(
     study: str | None = None,
     where: str | None = None,
     primary: str | None = None,
+    pair_seeds: bool = True,
 ) -> Comparison:
     """Resolve ``refs`` (spec names or run ids; ``pinned`` maps a spec name to a run id), a study's
-    arms and/or ``where``-matched runs, and compare them. Raises UsageError for fewer than two arms,
-    unknown specs or unknown metrics."""
+    arms and/or ``where``-matched runs, and compare them. ``pair_seeds=False`` (``--unpaired-seeds``)
+    compares seeded arms by Welch even where their seeds match. Raises UsageError for fewer than
+    two arms, unknown specs or unknown metrics."""
     pinned = pinned or {}
     unknown_pins = set(pinned) - set(refs)
     if unknown_pins:
@@ -286,16 +319,21 @@ def build(
     histories = R.metric_histories(client, repeat_children, {base_key(m) for m in wanted}) if repeat_children else None
 
     entries = _Entries(client)
+    scopes = {arm.label: seedpair.scope(arm) for arm in arms}
     notes: list[str] = []
+    if not pair_seeds and any(arm.replicated for arm in arms):
+        notes.append("--unpaired-seeds: differences over training seeds are Welch over each arm's seeds; "
+                     "the pairing of same-seed cells is ignored")
     rows = []
     for metric in wanted:
-        cells = [_arm_cell(metric, arm, histories)[0] for arm in arms]
+        built = [_arm_cell(metric, arm, histories) for arm in arms]
+        cells, per_run = [c for c, _ in built], [p for _, p in built]
         diffs: list[Diff | None] = [None]
         for i in range(1, len(arms)):
-            d = _diff(metric, arms, cells, i, entries, notes)
+            d = _diff(metric, arms, cells, i, entries, notes, per_run, scopes, pair_seeds)
             if d is not None:
                 d.role = "primary" if metric == primary_metric else "secondary"
             diffs.append(d)
         rows.append(Row(metric, cells, diffs, is_proportion(metric), metric == primary_metric))
     _adjust(rows)
-    return Comparison(arms, rows, primary_metric, notes, study or "")
+    return Comparison(arms, rows, primary_metric, notes, study or "", scopes)

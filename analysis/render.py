@@ -60,6 +60,16 @@ def fmt_diff(diff: Diff, percent: bool) -> str:
     return f"{diff.b} {MINUS} {diff.a} = {value}{' ' + interval if interval else ''}: {diff.verdict}"
 
 
+def unpaired_line(diff: Diff, percent: bool) -> str:
+    """The Welch result a seed-paired verdict replaces, so nothing is hidden."""
+    u = diff.unpaired
+    if u is None:
+        return ""
+    value, interval = diff_parts(u, percent)
+    return (f"Unpaired (Welch over each arm's seeds, the seed pairing ignored): {value}"
+            f"{' ' + interval if interval else ''}, n = {u.n[0]} vs {u.n[1]}: {u.verdict}.")
+
+
 def _diff_lines(comp: Comparison) -> list[tuple[Row, Diff]]:
     """Primary metric first, then the secondary ones."""
     ordered = sorted(comp.rows, key=lambda r: not r.primary)
@@ -80,6 +90,8 @@ def verdict_lines(comp: Comparison) -> list[str]:
                 out.append(f"  The interval covers {d.covers}.")
             if d.power_note:
                 out.append(f"  {d.power_note}")
+            if d.unpaired is not None:
+                out.append(f"  {_minus(unpaired_line(d, row.percent))}")
     return out
 
 
@@ -99,6 +111,8 @@ def to_text(comp: Comparison) -> str:
         role = "primary" if row.primary else "secondary"
         diffs.append(f"  [{role}] {row.metric}: {fmt_diff(d, row.percent)}")
         diffs.append(f"      unit: {d.unit or 'none'}; covers {d.covers}" if d.covers else "      unit: none")
+        if d.unpaired is not None:
+            diffs.append(f"      {unpaired_line(d, row.percent)}")
     head = verdict_lines(comp)
     out = (["Verdict:", *[f"  {h}" for h in head], ""] if head else []) + ["Arms:", *runs, "", *lines]
     if diffs:
@@ -116,7 +130,9 @@ def arm_lines(comp: Comparison) -> list[str]:
             out.append(f"{arm.label}: run {r.run_id} (experiment {r.experiment_id}, {r.status})")
         else:
             seeds = ", ".join(f"seed {s or '?'}={r.run_id[:8]}" for s, r in zip(arm.seeds, arm.runs))
-            out.append(f"{arm.label}: {len(arm.runs)} runs ({seeds})")
+            scope = comp.scopes.get(arm.label)
+            why = f"; {scope.variation} ({scope.why})" if scope is not None and not scope.trained else ""
+            out.append(f"{arm.label}: {len(arm.runs)} runs ({seeds}){why}")
     return out
 
 
@@ -183,13 +199,22 @@ def to_dict(comp: Comparison) -> dict[str, Any]:
                     {"a": d.a, "b": d.b, "diff": _num(d.ci.diff), "ci_low": _num(d.ci.low), "ci_high": _num(d.ci.high),
                      "df": _num(d.ci.df), "t": _num(d.ci.t), "p": _num(d.ci.p), "p_holm": _num(d.p_adjusted),
                      "unit": d.unit, "covers": d.covers, "test": d.test, "n": list(d.n), "power": d.power_note,
-                     "verdict": d.verdict}
+                     "verdict": d.verdict, "unpaired": _unpaired(d)}
                     for d in row.diffs if d is not None
                 ],
             }
             for row in comp.rows
         ],
     }
+
+
+def _unpaired(d: Diff) -> dict[str, Any] | None:
+    u = d.unpaired
+    if u is None:
+        return None
+    return {"diff": _num(u.ci.diff), "ci_low": _num(u.ci.low), "ci_high": _num(u.ci.high), "df": _num(u.ci.df),
+            "t": _num(u.ci.t), "p": _num(u.ci.p), "unit": u.unit, "covers": u.covers, "test": u.test,
+            "n": list(u.n), "power": u.power_note, "verdict": u.verdict}
 
 
 def to_json(comp: Comparison) -> str:

@@ -57,8 +57,8 @@ class Report:
 
 def build_report(client: Any, refs: Sequence[str], metrics: Sequence[str] | None = None,
                  pinned: dict[str, str] | None = None, *, study: str | None = None, where: str | None = None,
-                 primary: str | None = None) -> Report:
-    comp = build(client, refs, metrics, pinned, study=study, where=where, primary=primary)
+                 primary: str | None = None, pair_seeds: bool = True) -> Report:
+    comp = build(client, refs, metrics, pinned, study=study, where=where, primary=primary, pair_seeds=pair_seeds)
     changes, source = spec_changes(client, comp.runs[0], comp.runs[-1])
     rows, _ = spec_table(client, comp.arms)
     title = (f"study {study}: " if study else "") + " vs ".join(comp.labels)

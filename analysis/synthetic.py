@@ -91,10 +91,13 @@ def write_spec_run(
     with_artifacts: bool = True,
     tags: dict[str, str] | None = None,
     entries: list[dict[str, Any]] | None = None,
+    stages: tuple[str, ...] = ("convert", "train", "eval"),
+    cache_keys: dict[str, str] | None = None,
 ) -> FakeRun:
-    """One spec execution: parent + convert/train/eval children (+ entropy), as the registry logs.
+    """One spec execution: parent + ``stages`` children (+ entropy), as the registry logs.
     ``tags`` go on the parent (e.g. study cell tags); ``entries`` becomes the eval child's
-    ``eval/entries.json`` table and then sets the per-repeat accuracy (its mean per repeat)."""
+    ``eval/entries.json`` table and then sets the per-repeat accuracy (its mean per repeat);
+    ``cache_keys`` sets a stage's ``rlreg.cache_key`` (default ``<stage>-<seed>``: not shared)."""
     import yaml
 
     name, exp_name = spec["name"], spec.get("experiment", "rl-registry")
@@ -116,11 +119,12 @@ def write_spec_run(
     headline = {
         "eval/accuracy_mean": acc["mean"], "eval/accuracy_ci95_low": acc["ci_low"],
         "eval/accuracy_ci95_high": acc["ci_high"], "eval/repeats": float(repeats),
-        "train/reward_mean_last": reward[-1], "actor/entropy_last": entropy[-1],
+        **({"train/reward_mean_last": reward[-1], "actor/entropy_last": entropy[-1]} if "train" in stages else {}),
     }
     # as registry.parent_view: the parent has means (bounds stay on the eval child), the train
     # curves, and only the params the run used
-    curves_on_parent = {"actor/entropy": list(enumerate(entropy)), "critic/score/mean": list(enumerate(reward))}
+    curves_on_parent = ({"actor/entropy": list(enumerate(entropy)), "critic/score/mean": list(enumerate(reward))}
+                        if "train" in stages else {})
     _batch(client, pid, {**{k: [(0, v)] for k, v in parent_view.headline(headline).items()}, **curves_on_parent},
            params=dict(param_items(flatten(parent_view.parent_params(spec)))),
            tags=parent_view.identity_tags(spec))
@@ -129,6 +133,7 @@ def write_spec_run(
 
     stage_metrics: dict[str, dict[str, list[tuple[int, float]]]] = {
         "convert": {"convert/train_rows": [(0, 61.0)], "convert/test_rows": [(0, 3.0)]},
+        "sft": {"sft/final_loss": [(0, 0.08)]},
         "train": {
             "train/reward_mean": list(enumerate(reward)),
             "critic/score/mean": list(enumerate(reward)),
@@ -136,12 +141,13 @@ def write_spec_run(
         },
         "eval": {"eval/accuracy": list(enumerate(accuracy)), **{k: [(0, v)] for k, v in headline.items() if k.startswith("eval/")}},
     }
+    stage_metrics = {k: v for k, v in stage_metrics.items() if k in stages}
     if with_entropy_stage:
         stage_metrics["entropy"] = {"entropy/after_tool_mean": [(0, 0.61)], "entropy/before_tool_mean": [(0, 0.42)]}
     for i, (stage, metrics) in enumerate(stage_metrics.items()):
         child = client.create_run(exp_id, start_time=start + 1 + i, run_name=stage, tags={
             **common, "mlflow.parentRunId": pid, "rlreg.role": "stage", "rlreg.stage": stage,
-            "rlreg.cache_key": f"{stage}-{seed}"})
+            "rlreg.cache_key": (cache_keys or {}).get(stage, f"{stage}-{seed}")})
         cid = run.child_ids[stage] = child.info.run_id
         _batch(client, cid, metrics)
         if stage == "eval" and entries:
@@ -202,19 +208,33 @@ def entries(seed: int, prompts: int = 20, repeats: int = 3, skill: float = 0.6,
 
 def study(client: Any, name: str = "demo-study", arms: dict[str, float] | None = None,
           seeds: tuple[int, ...] = (1, 2, 3), prompts: int = 20, repeats: int = 3,
-          steps: int = 12) -> dict[str, list[FakeRun]]:
+          steps: int = 12, untrained: tuple[str, ...] = (),
+          arm_seeds: dict[str, tuple[int, ...]] | None = None) -> dict[str, list[FakeRun]]:
     """A study's cell parents (tags rlreg.study/arm/seed/cell/grid) with per-entry eval tables:
-    ``arms`` maps arm name → skill level. Returns ``{arm: [run per seed]}``."""
+    ``arms`` maps arm name → skill level; ``untrained`` arms are an SFT baseline (convert, sft,
+    eval: no train stage, one shared SFT run); every cell shares one convert run; ``arm_seeds``
+    gives an arm other seeds.
+    As ``registry.seeds``, ``train.seed`` and ``eval.seed`` follow the cell's seed, so cells of one
+    seed share them. Returns ``{arm: [run per seed]}``."""
     arms = arms or {"grpo": 0.55, "egpo": 0.65}
     now = int(time.time() * 1000)
     out: dict[str, list[FakeRun]] = {}
     for i, (arm, skill) in enumerate(arms.items()):
-        for j, seed in enumerate(seeds):
+        for j, seed in enumerate((arm_seeds or {}).get(arm, seeds)):
             spec = demo_spec(f"demo-{arm}", arm != "grpo") | {"seed": seed}
+            spec["eval"] = spec["eval"] | {"seed": seed}
+            stages, keys = ("convert", "train", "eval"), {"convert": "convert-shared"}  # a study's shared stage
+            if arm in untrained:
+                del spec["train"]
+                spec["sft"] = {"epochs": 1, "seed": 0}
+                stages, keys = ("convert", "sft", "eval"), {"convert": "convert-shared", "sft": "sft-shared"}
+            else:
+                spec["train"] = spec["train"] | {"seed": seed}
             tags = {"rlreg.study": name, "rlreg.arm": arm, "rlreg.seed": str(seed),
                     "rlreg.cell": f"{arm}/seed={seed}", "rlreg.grid": "{}"}
             rows = entries(seed * 100 + i, prompts, repeats, skill + random.Random(seed * 7 + i).gauss(0, 0.02))
             run = write_spec_run(client, spec, seed=seed * 10 + i, steps=steps, repeats=repeats,
-                                 start_time=now - 100_000 + (i * len(seeds) + j) * 1000, tags=tags, entries=rows)
+                                 start_time=now - 100_000 + (i * len(seeds) + j) * 1000, tags=tags, entries=rows,
+                                 stages=stages, cache_keys=keys)
             out.setdefault(arm, []).append(run)
     return out

@@ -14,7 +14,8 @@ this script adds what a single logged step cannot say well, from each cell's tra
 - the same differences **paired by seed** (``scipy.stats.ttest_rel``), eval accuracy included, SFT
   baseline arm too: cells of one seed share the rollout and eval sampling seeds (common random
   numbers: GRPO and EGPO of one seed draw identical samples until their weights diverge), so
-  seed s of arm A is seed s of arm B's natural pair; Welch ignores that and is wider.
+  seed s of arm A is seed s of arm B's natural pair; Welch ignores that and is wider. ``rlreg compare``
+  pairs by seed as well (``analysis.seedpair``); this hand computation is its cross-check.
 
 Step 1's ``actor/entropy`` is the warm start's entropy on that step's batch (the builtin trainer
 computes it in the old-log-prob pass, before the first update).

@@ -37,7 +37,7 @@ def _seed_values(cells):
     return {arm: [mean_ci(r.accuracy).mean for r in runs] for arm, runs in cells.items()}
 
 
-def test_study_arms_are_seeds_and_the_verdict_is_welch_over_seeds(store):
+def test_study_arms_are_seeds_and_the_verdict_is_paired_by_seed(store):
     _, client, cells = store
     comp = compare.build(client, [], study="s2x3")
     assert comp.labels == ["grpo", "egpo"] and [a.seeds for a in comp.arms] == [["1", "2", "3"]] * 2
@@ -49,16 +49,20 @@ def test_study_arms_are_seeds_and_the_verdict_is_welch_over_seeds(store):
         assert cell.source == "seeds" and cell.unit == "training seeds"
         assert cell.repeats == pytest.approx(values[arm])
         assert (cell.ci.low, cell.ci.high) == pytest.approx((max(0, ref[0]), min(1, ref[1])))
-    d = row.diffs[1]
-    ref = sps.ttest_ind(values["egpo"], values["grpo"], equal_var=False)
+    d = row.diffs[1]  # the cells of one seed share its seeds: paired by seed, Welch alongside
+    ref = sps.ttest_rel(values["egpo"], values["grpo"])
     assert (d.ci.diff, d.ci.p) == pytest.approx((np.mean(values["egpo"]) - np.mean(values["grpo"]), ref.pvalue))
-    assert d.unit == "training seeds" and d.role == "primary" and "seeds per arm" in d.power_note
+    assert d.unit == "training seeds (paired by seed)" and d.role == "primary" and "seeds in both arms" in d.power_note
+    welch = sps.ttest_ind(values["egpo"], values["grpo"], equal_var=False)
+    assert d.unpaired.unit == "training seeds" and d.unpaired.ci.p == pytest.approx(welch.pvalue)
+    assert "seeds per arm" in d.unpaired.power_note
     # every secondary test is Holm-adjusted (two of them here: entropy, reward)
     secondary = [r.diffs[1] for r in comp.rows if not r.primary]
     assert len(secondary) == 2 and all(np.isfinite(s.p_adjusted) and s.p_adjusted >= s.ci.p for s in secondary)
     text = render.to_text(comp)
     assert text.startswith("Verdict:\n  eval/accuracy_mean: egpo − grpo = ")
-    assert "The interval covers training-seed variation: 3 vs 3 seeds" in text
+    assert "The interval covers training-seed variation of the difference, paired by seed on the 3 seeds" in text
+    assert "Unpaired (Welch over each arm's seeds, the seed pairing ignored): " in text
     assert "[secondary] actor/entropy_last" in text and "Holm-adjusted p" in text
 
 
@@ -130,7 +134,8 @@ def test_study_report_and_three_run_report(store, tmp_path):
     assert all(f.png.startswith(PNG) for f in rep.figures)
     html = report.to_html(rep)
     assert html.index('id="verdict"') < html.index("<h2>Arms</h2>") < html.index('id="metrics"')
-    assert "training-seed variation: 3 vs 3 seeds" in html and "mean ± 1 sd across seeds" in html
+    assert "training-seed variation of the difference, paired by seed" in html and "mean ± 1 sd across seeds" in html
+    assert "Unpaired (Welch over each arm&#39;s seeds" in html or "Unpaired (Welch over each arm's seeds" in html
     assert "<code>train.algorithm.adv_estimator</code>" in html and "<code>seed</code>" not in html
 
     three = report.build_report(client, [cells["grpo"][0].parent_id, cells["egpo"][0].parent_id,
@@ -160,7 +165,8 @@ def test_cli_study_prefixes_where_plot(store, tmp_path):
     data = json.loads(res.output)
     assert data["primary"] == "eval/accuracy_mean" and [a["label"] for a in data["arms"]] == ["grpo", "egpo"]
     acc = next(m for m in data["metrics"] if m["metric"] == "eval/accuracy_mean")
-    assert acc["diffs"][0]["unit"] == "training seeds" and acc["role"] == "primary"
+    assert acc["diffs"][0]["unit"] == "training seeds (paired by seed)" and acc["role"] == "primary"
+    assert acc["diffs"][0]["unpaired"]["unit"] == "training seeds"
 
     a, b = cells["grpo"][2].parent_id, cells["egpo"][2].parent_id
     res = run(main, ["compare", a[:8], b[:12], "--tracking-uri", uri])
