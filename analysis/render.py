@@ -106,11 +106,17 @@ def to_text(comp: Comparison) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     runs = [f"  {line}" for line in arm_lines(comp)]
-    diffs = []
+    diffs: list[str] = []
+    said: set[tuple[str, str]] = set()
     for row, d in _diff_lines(comp):
         role = "primary" if row.primary else "secondary"
         diffs.append(f"  [{role}] {row.metric}: {fmt_diff(d, row.percent)}")
-        diffs.append(f"      unit: {d.unit or 'none'}; covers {d.covers}" if d.covers else "      unit: none")
+        # the unit/covers paragraph once per distinct wording: every metric of a study shares it
+        if (d.unit, d.covers) in said:
+            diffs.append("      unit and coverage: as above")
+        else:
+            said.add((d.unit, d.covers))
+            diffs.append(f"      unit: {d.unit or 'none'}; covers {d.covers}" if d.covers else "      unit: none")
         if d.unpaired is not None:
             diffs.append(f"      {unpaired_line(d, row.percent)}")
     head = verdict_lines(comp)
