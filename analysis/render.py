@@ -107,15 +107,15 @@ def to_text(comp: Comparison) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     runs = [f"  {line}" for line in arm_lines(comp)]
     diffs: list[str] = []
-    said: set[tuple[str, str]] = set()
+    previous: tuple[str, str] | None = None
     for row, d in _diff_lines(comp):
         role = "primary" if row.primary else "secondary"
         diffs.append(f"  [{role}] {row.metric}: {fmt_diff(d, row.percent)}")
-        # the unit/covers paragraph once per distinct wording: every metric of a study shares it
-        if (d.unit, d.covers) in said:
+        # the unit/covers paragraph only where it changes: every metric of a study shares it
+        if (d.unit, d.covers) == previous:
             diffs.append("      unit and coverage: as above")
         else:
-            said.add((d.unit, d.covers))
+            previous = (d.unit, d.covers)
             diffs.append(f"      unit: {d.unit or 'none'}; covers {d.covers}" if d.covers else "      unit: none")
         if d.unpaired is not None:
             diffs.append(f"      {unpaired_line(d, row.percent)}")

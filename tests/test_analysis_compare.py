@@ -4,6 +4,7 @@ contract (analysis.synthetic): numbers must equal the logged values."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -152,6 +153,20 @@ def test_percent_is_a_property_of_the_metric():
     assert not compare.is_fraction("eval/response_length_mean", [0.5])
 
 
+def _check_coverage_lines(comp) -> None:
+    """Each difference's unit/coverage line, with "as above" resolved to the line it refers to, is its own."""
+    lines = render.to_text(comp).split("Differences (95% CI")[1].splitlines()
+    shown, last = [], None
+    for i, line in enumerate(lines):
+        if line.startswith("  [primary] ") or line.startswith("  [secondary] "):
+            nxt = lines[i + 1]
+            last = last if nxt == "      unit and coverage: as above" else nxt
+            shown.append(last)
+    wanted = [f"      unit: {d.unit or 'none'}; covers {d.covers}" if d.covers else "      unit: none"
+              for _, d in render._diff_lines(comp)]
+    assert shown == wanted
+
+
 def test_renderers(demo):
     client, grpo, egpo, *_ = demo
     comp = compare.build(client, ["demo-grpo", "demo-egpo"])
@@ -164,6 +179,13 @@ def test_renderers(demo):
     assert ("no difference detected at this sample size" in text) == (ref.low <= 0 <= ref.high)
     assert "within noise" not in text
     assert "unit: eval repeats; covers eval sampling only: 5 vs 5 repeats" in text
+    _check_coverage_lines(comp)
+    # units interleaved (repeats, single values, repeats, single values): "as above" must still be right
+    primary = next(r for r in comp.rows if r.primary)
+    singles = [r for r in comp.rows if not r.primary and any(d is not None and not d.unit for d in r.diffs)]
+    assert len(singles) >= 2 and any(d is not None and d.unit for d in primary.diffs)  # mixed units
+    comp.rows = [primary, singles[0], dataclasses.replace(primary, metric="copy", primary=False), singles[1]]
+    _check_coverage_lines(comp)
 
     data = json.loads(render.to_json(comp))
     acc = next(m for m in data["metrics"] if m["metric"] == "eval/accuracy_mean")
