@@ -187,11 +187,9 @@ def _same_tool(recorded_names: list[str | None], j: int, name: str) -> bool:
 # -- tools config ----------------------------------------------------------------------------------
 
 
-def load_tools_config(path: Path, field: str = "entropy.tools_config") -> dict[str, Callable[..., Any]]:
-    """``tools: {name: "module:function" | "file.py:function" | {callable: ...}}`` → callables.
-
-    A ``file.py`` path is resolved relative to the config file. ``field``: the spec key that named
-    the file, for the error message."""
+def read_tool_targets(path: Path, field: str = "entropy.tools_config") -> dict[str, str]:
+    """``tools: {name: "module:function" | "file.py:function" | {callable: ...}}`` → name → target
+    string, validated. ``field``: the spec key that named the file, for the error message."""
     import yaml
 
     path = Path(path)
@@ -204,14 +202,22 @@ def load_tools_config(path: Path, field: str = "entropy.tools_config") -> dict[s
     entries = doc.get("tools") if isinstance(doc, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise InputDataError(f'{path}: expected a mapping `tools: {{name: "module:function"}}` with at least one tool')
-    tools = {}
+    targets = {}
     for name, target in entries.items():
         if isinstance(target, dict):
             target = target.get("callable")
         if not isinstance(target, str) or ":" not in target:
             raise InputDataError(f'{path}: tools.{name}: expected "module:function" or {{callable: "module:function"}}')
-        tools[str(name)] = _import_callable(path, f"tools.{name}", target)
-    return tools
+        targets[str(name)] = target
+    return targets
+
+
+def load_tools_config(path: Path, field: str = "entropy.tools_config") -> dict[str, Callable[..., Any]]:
+    """The tools config's callables (``read_tool_targets``); a ``file.py`` path is resolved relative
+    to the config file."""
+    path = Path(path)
+    return {name: _import_callable(path, f"tools.{name}", target)
+            for name, target in read_tool_targets(path, field).items()}
 
 
 def _import_callable(config: Path, where: str, target: str) -> Callable[..., Any]:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from registry.errors import InputDataError
+from runners.common.tools import read_tool_targets
 
 if TYPE_CHECKING:
     from registry.spec.train import MultiTurnSpec
@@ -76,25 +77,12 @@ def rollout_keys(mt: MultiTurnSpec, tools_dir: str | Path) -> dict[str, Any]:
 def read_tools_config(path: Path) -> dict[str, str]:
     """``tools: {name: "module:function" | "file.py:function" | {callable: …}}`` -> name -> target,
     with ``file.py`` made absolute (relative to the config file), as the entropy stage reads it."""
-    if not path.is_file():
-        raise InputDataError(f"{path}: tools config not found (train.rollout.multi_turn.tools_config must name a YAML file)")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputDataError(f"{path}: not valid YAML ({exc})") from exc
-    entries = doc.get("tools") if isinstance(doc, dict) else None
-    if not isinstance(entries, dict) or not entries:
-        raise InputDataError(f'{path}: expected a mapping `tools: {{name: "module:function"}}` with at least one tool')
     targets = {}
-    for name, target in entries.items():
-        if isinstance(target, dict):
-            target = target.get("callable")
-        if not isinstance(target, str) or ":" not in target:
-            raise InputDataError(f'{path}: tools.{name}: expected "module:function" or {{callable: "module:function"}}')
+    for name, target in read_tool_targets(path, "train.rollout.multi_turn.tools_config").items():
         module, _, attr = target.rpartition(":")
         if module.endswith(".py"):
             target = f"{(path.parent / module).resolve()}:{attr}"
-        targets[str(name)] = target
+        targets[name] = target
     return targets
 
 
