@@ -36,8 +36,40 @@ class SyntheticDataSpec(SpecModel):
         "other records do not change).",
     )
 
+    wording: Literal["prose", "quoted", "keyed"] = Field(
+        "prose",
+        description="How the user turn writes the values the call must copy. `prose` (every record as "
+        "before): `in Paris`; `quoted`: `in \"Paris\"` (the value's tokens are the call's); `keyed`: "
+        "`in \"city\": \"Paris\"` (the value follows the call's own key tokens, so a tiny model copies "
+        "by matching the key). The byte-level tokenizer splits ` Paris` in prose and `Paris` after a "
+        "quote into different tokens, which is why a tiny model learns prose copies last "
+        "(docs/training.md).",
+    )
+
+    tasks: list[Literal["weather", "currency", "alarm", "flights", "email", "translate", "orders_chain",
+                        "landmark_chain"]] | None = Field(
+        None, min_length=1,
+        description="Which templates records are drawn from (null = all; the default keeps every record as "
+        "before). Single-call: weather, currency, alarm, flights, email, translate; chained (used by "
+        "`tool_response_fraction`): orders_chain (copies a 3-4 digit user id from the tool turn), "
+        "landmark_chain (copies a city). currency, alarm, flights and orders_chain carry multi-digit "
+        "numbers or dates, which a tiny model copies worst (docs/training.md).",
+    )
+
     @model_validator(mode="after")
     def _fractions(self) -> SyntheticDataSpec:
+        if self.tasks is not None:
+            chain = [t for t in self.tasks if t.endswith("_chain")]
+            single = [t for t in set(self.tasks) if not t.endswith("_chain")]
+            if self.tool_response_fraction > 0 and not chain:
+                raise ValueError("tool_response_fraction > 0 needs orders_chain or landmark_chain in `tasks` "
+                                 "(add one, or set tool_response_fraction: 0)")
+            if self.two_call_fraction > 0 and len(single) < 2:
+                raise ValueError("two_call_fraction > 0 needs at least two single-call tasks in `tasks` "
+                                 "(add one, or set two_call_fraction: 0)")
+            if not single and self.tool_response_fraction + self.two_call_fraction + self.multi_turn_fraction < 1:
+                raise ValueError("`tasks` has no single-call task but some records would be single-call ones "
+                                 "(add one, or make the fractions sum to 1)")
         if self.tool_response_fraction + self.two_call_fraction + self.multi_turn_fraction > 1.0:
             raise ValueError(
                 "tool_response_fraction + two_call_fraction + multi_turn_fraction must be at most 1 "

@@ -106,7 +106,7 @@ def _source_path(stage_spec: DataSpec, ctx: StageContext) -> Path:
         syn = stage_spec.synthetic
         return write_json(ctx.out_dir / "synthetic.json", syn.num_records, syn.seed,
                           syn.tool_response_fraction, syn.two_call_fraction, syn.distractor_tools,
-                          syn.multi_turn_fraction)
+                          syn.multi_turn_fraction, syn.wording, list(syn.tasks) if syn.tasks else None)
     path = ctx.resolve_path(stage_spec.source or "")
     if not path.is_file():
         raise InputDataError(
