@@ -146,3 +146,82 @@ def test_distractor_tools_sets_how_many_unneeded_tools_are_offered(tmp_path):
     out = tmp_path / "s.json"
     S.main(["--num-records", "5", "--distractor-tools", "0", "-o", str(out)])
     assert json.loads(out.read_text()) == list(S.generate_records(5, seed=0, distractor_tools=0))
+
+
+# The default dataset, pinned: `tasks` and `wording` were added without changing a default record
+# (the demo and study numbers in docs/ were measured on these records).
+DEFAULT_SHA256 = {
+    (): "9db2da40f150438c232d2bc997599d9d5a3aa699828a12df0ade320738d57da8",
+    (("distractor_tools", 0),): "bb9f4806d8247b7b4b0f709df357036121a83247e141c94b006b58688ba94be1",
+}
+
+
+@pytest.mark.parametrize("kwargs", list(DEFAULT_SHA256))
+def test_default_records_are_unchanged(kwargs):
+    import hashlib
+
+    records = list(S.generate_records(3000, 0, **dict(kwargs)))
+    assert hashlib.sha256(json.dumps(records).encode()).hexdigest() == DEFAULT_SHA256[kwargs]
+    assert records[:50] == list(S.generate_records(50, 0, **dict(kwargs), wording="prose", tasks=None))
+
+
+def test_tasks_limits_the_templates_and_keeps_every_call_valid():
+    tasks = ["weather", "email", "translate", "landmark_chain"]
+    records = list(S.generate_records(600, seed=2, distractor_tools=0, two_call_fraction=0.1, tasks=tasks))
+    names = Counter(c["name"] for rec in records for c in _final_calls(rec))
+    assert set(names) == {"get_weather", "send_email", "translate_text"}  # landmark_chain ends in get_weather
+    first_calls = {R.parse_tool_calls(rec["messages"][2]["content"])[0]["name"] for rec in records if len(rec["messages"]) > 3}
+    assert first_calls == {"find_landmark"}
+    assert sum(len(_final_calls(r)) == 2 for r in records) > 30  # the two-call share still draws pairs
+    for rec in records:
+        for call in _final_calls(rec):
+            _check_call_against_schema(call, rec["tools"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tasks=["weather", "email"]), "chained task"),                       # tool_response_fraction 0.25 > 0
+    (dict(tasks=["weather", "landmark_chain"]), "two single-call"),            # two_call_fraction 0.2 > 0
+    (dict(tasks=["landmark_chain"], two_call_fraction=0.0), "no single-call"),
+    (dict(tasks=["weather", "mail"]), "unknown task"),
+])
+def test_tasks_that_cannot_fill_the_fractions_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        S.make_record(0, 0, **kwargs)
+
+
+def test_spec_refuses_tasks_that_cannot_fill_the_fractions_and_names_the_fix():
+    from pydantic import ValidationError
+
+    from registry.spec.data import SyntheticDataSpec
+
+    with pytest.raises(ValidationError, match="orders_chain or landmark_chain.*set tool_response_fraction: 0"):
+        SyntheticDataSpec(tasks=["weather", "email"])
+    with pytest.raises(ValidationError, match="at least two single-call"):
+        SyntheticDataSpec(tasks=["weather", "landmark_chain"])
+    with pytest.raises(ValidationError, match="literal_error|Input should be"):
+        SyntheticDataSpec(tasks=["weather", "mail"])
+    ok = SyntheticDataSpec(tasks=["weather", "email", "landmark_chain"])
+    assert ok.tasks == ["weather", "email", "landmark_chain"]
+
+
+@pytest.mark.parametrize("wording", ["quoted", "keyed"])
+def test_wordings_write_each_copied_value_with_the_calls_tokens(wording):
+    # quoted: the value as it appears after the call's `"`; keyed: after the call's own `"key": "`
+    for rec in S.generate_records(300, seed=1, wording=wording):
+        context = " ".join(m["content"] for m in rec["messages"][:-1] if m["role"] in ("user", "tool"))
+        for call in _final_calls(rec):
+            for key, value in call["arguments"].items():
+                if isinstance(value, bool):
+                    continue
+                if isinstance(value, (int, float)):
+                    text = f"{value:g}" if isinstance(value, float) else str(value)
+                    if wording == "keyed" and not any(m["role"] == "tool" for m in rec["messages"]):
+                        text = f'"{key}": {text}'
+                elif any(m["role"] == "tool" and json.dumps(value) in m["content"] for m in rec["messages"]):
+                    text = json.dumps(value)  # copied from the tool's JSON answer
+                else:
+                    text = f'"{key}": "{value}"' if wording == "keyed" else f'"{value}"'
+                assert text in context, (key, value, context)
+    # the random draws are the wording's only difference: same calls as prose
+    assert [_final_calls(r) for r in S.generate_records(100, 5, wording=wording)] == \
+        [_final_calls(r) for r in S.generate_records(100, 5)]

@@ -194,6 +194,14 @@ class TrainSpec(SpecModel):
         description="builtin: sequences per `generate` call during rollout; null = all "
         "train_batch_size × rollout.n at once.",
     )
+    train_max_samples: int = Field(
+        -1, ge=-1, le=MAX_RECORDS,
+        description="verl's `data.train_max_samples`: train on N rows of convert.train (-1 = all). The "
+        "rows are verl 0.9.1's choice with `data.shuffle: true`: numpy `default_rng(train.seed).choice(rows, "
+        "N, replace=False)`, taken before the overlong-prompt filter; so each training seed draws its own "
+        "prompt set. A small set trains several epochs on the same prompts (the RL prompt set size; "
+        "docs/training.md).",
+    )
     val_max_prompts: int = Field(
         64, le=MAX_RECORDS, ge=1, description="builtin: test-split prompts scored greedily every `test_freq` steps."
     )

@@ -180,12 +180,15 @@ def train(spec: TrainSpec, ctx: StageContext) -> StageResult:
 
 
 def _plan(spec: TrainSpec, ctx: StageContext, tokenizer: Any, train_parquet: Path, render=render_prompt) -> Plan:
-    prompts, filtered = load_prompts(train_parquet, tokenizer, render, spec.rollout.max_prompt_length)
+    prompts, filtered = load_prompts(train_parquet, tokenizer, render, spec.rollout.max_prompt_length,
+                                     spec.train_max_samples, spec.seed)
     if len(prompts) < spec.train_batch_size:
         raise InputDataError(
             f"{train_parquet}: {len(prompts)} prompts fit max_prompt_length={spec.rollout.max_prompt_length} "
             f"({filtered} longer ones dropped), fewer than train_batch_size={spec.train_batch_size} "
-            "(lower train.train_batch_size, raise train.rollout.max_prompt_length, or add data)"
+            + (f" (train_max_samples={spec.train_max_samples} kept that many rows before the length filter)"
+               if spec.train_max_samples > 0 else "")
+            + " (lower train.train_batch_size, raise train.rollout.max_prompt_length, or add data)"
         )
     steps_per_epoch = len(prompts) // spec.train_batch_size
     total = spec.total_training_steps or steps_per_epoch * spec.total_epochs

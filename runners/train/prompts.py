@@ -36,14 +36,29 @@ def _field(row: dict, column: str, key: str, path: Path, i: int) -> Any:
     return value[key]
 
 
+def select_max_samples(total: int, max_samples: int, seed: int) -> list[int]:
+    """The rows verl 0.9.1 keeps for ``data.train_max_samples`` (``RLHFDataset``, with
+    ``data.shuffle: true``, its default): ``numpy.random.default_rng(seed).choice(total,
+    max_samples, replace=False)``, in that order, before the overlong-prompt filter. ``-1`` or
+    ``max_samples >= total`` keeps every row."""
+    if max_samples <= 0 or max_samples >= total:
+        return list(range(total))
+    import numpy as np
+
+    return [int(i) for i in np.random.default_rng(seed).choice(total, size=max_samples, replace=False)]
+
+
 def load_prompts(
-    path: Path, tokenizer: Any, render: Callable[[Any, list, Any], str], max_prompt_length: int
+    path: Path, tokenizer: Any, render: Callable[[Any, list, Any], str], max_prompt_length: int,
+    max_samples: int = -1, seed: int = 0,
 ) -> tuple[list[Prompt], int]:
-    """(prompts that fit, number filtered for length)."""
+    """(prompts that fit, number filtered for length); ``max_samples``: see ``select_max_samples``."""
     frame = read_verl_parquet(path, "the train stage")
+    records = frame.to_dict("records")
     prompts: list[Prompt] = []
     filtered = 0
-    for i, row in enumerate(frame.to_dict("records")):
+    for i in select_max_samples(len(records), max_samples, seed):
+        row = records[i]
         messages = row["prompt"]
         if messages is None or len(messages) == 0:
             raise InputDataError(f"{path}: row {i}: `prompt` is empty (each row needs at least one message)")

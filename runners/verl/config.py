@@ -152,6 +152,7 @@ def build_config(
             "filter_overlong_prompts": verl.filter_overlong_prompts,
             "return_raw_chat": True,
             "seed": train.seed,
+            "train_max_samples": train.train_max_samples,
         },
         "actor_rollout_ref": {
             "model": {
