@@ -25,7 +25,9 @@ from analysis.report_specs import SpecRow, spec_changes, spec_table
 from registry.diff import Change
 from registry.errors import UsageError
 
-REWARD_KEYS = ("train/reward_mean", "critic/score/mean")
+# The policy's own solve rate first: under dynamic sampling train/reward_mean and critic/score/mean
+# are over the kept (mixed-reward) groups and sit near 0.5 whatever the policy learns.
+REWARD_KEYS = ("rollout/reward_mean_generated", "train/reward_mean", "critic/score/mean")
 ENTROPY_KEY = "actor/entropy"
 LENGTH_KEY = "response_length/mean"
 CURVE_PAGE_KEYS = ("actor/entropy", "critic/score/mean")

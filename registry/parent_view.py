@@ -6,7 +6,7 @@ headline means (not interval bounds), and an experiment that opens in the classi
   minus identity fields (name, description, experiment, extends), which are tags: ``rlreg.spec``,
   ``mlflow.note.content``, ``rlreg.experiment``, ``rlreg.extends``. ``spec.yaml`` keeps everything.
 - Curves: the train child's per-step ``actor/entropy``, ``critic/score/mean``,
-  ``response_length/mean`` are copied onto the parent with ``log_batch``, so the compare page of
+  ``rollout/reward_mean_generated`` (builtin), ``response_length/mean`` are copied onto the parent with ``log_batch``, so the compare page of
   two parents overlays them without opening children (a cached train stage copies from the run
   that computed it).
 - Headline: interval bounds and stds (``*_ci95_low/high``, ``*_std``) stay on the eval child;
@@ -23,7 +23,7 @@ from typing import Any
 
 IDENTITY_FIELDS = ("name", "description", "experiment", "extends")
 BACKEND_SECTIONS = ("builtin", "verl", "bfcl", "vllm")
-CURVE_KEYS = ("actor/entropy", "critic/score/mean", "response_length/mean")
+CURVE_KEYS = ("actor/entropy", "critic/score/mean", "rollout/reward_mean_generated", "response_length/mean")
 INTERVAL_RE = re.compile(r"(_ci\d+(\.\d+)?_low|_ci\d+(\.\d+)?_high|_std)$")
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 CLASSIC_ML = "custom_model_development"

@@ -303,6 +303,14 @@ def _finish(ctx: StageContext, model, tokenizer, history: MetricsHistory, ckpt_r
         "actor/entropy_last": entropies[-1] if entropies else float("nan"),
         "train/steps": float(plan.total_steps),
     }
+    # The policy's own solve rate and entropy at the start and the end, 5-step means: one step's
+    # value is noisy, and under dynamic sampling train/reward_mean is over the kept (mixed) groups,
+    # so it sits near 0.5 whatever the policy learns.
+    for key, name in (("rollout/reward_mean_generated", "train/reward_generated"), (ENTROPY_KEY, "actor/entropy")):
+        series = history.series(key)
+        if series:
+            metrics[f"{name}_first5"] = sum(series[:5]) / len(series[:5])
+            metrics[f"{name}_last5"] = sum(series[-5:]) / len(series[-5:])
     val = history.series("val/reward_mean")
     if val:
         metrics["val/reward_mean_last"] = val[-1]
