@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from runners.common.entropy import normalized_entropy
+from runners.common.kv_cache import cache_kwargs, output_cache
 
 TAIL_TOKENS = 16
 """Tokens decoded at the end of a row to look for a stop string (covers multi-token strings)."""
@@ -145,10 +146,10 @@ class HFStepModel:
 
     def _forward(self, input_ids, mask, positions, past) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions,
-                  "past_key_values": past, "use_cache": True}
+                  **cache_kwargs(self.model, past), "use_cache": True}
         try:  # only the last position's logits: a (B, L, V) prefill tensor can be gigabytes
             out = self.model(**kwargs, logits_to_keep=1)
         except TypeError:  # transformers < 4.50 has no logits_to_keep
             out = self.model(**kwargs)
-        self._past = out.past_key_values
+        self._past = output_cache(out)
         return out.logits[:, -1, :]

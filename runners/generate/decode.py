@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from runners.common.kv_cache import cache_kwargs, output_cache
 from runners.generate.mixer import StepOutput
 
 
@@ -59,7 +60,7 @@ def decode(
             logits = []
             for i, model in enumerate(models):
                 out = _forward(model, step_ids, attention, step_pos, caches[i])
-                caches[i] = out.past_key_values
+                caches[i] = output_cache(out)
                 step_logits = out.logits[:, -1]
                 logits.append(step_logits[:, :vocab_size] if vocab_size else step_logits)
             step = mixer(logits[0], logits[1] if len(logits) > 1 else None)
@@ -105,7 +106,8 @@ def tune_cpu_malloc() -> bool:
 
 
 def _forward(model: Any, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
-    kwargs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "past_key_values": cache, "use_cache": True}
+    kwargs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions, **cache_kwargs(model, cache),
+              "use_cache": True}
     try:  # only the last position's logits: the prompt step would otherwise project every token to V
         return model(**kwargs, logits_to_keep=1)
     except TypeError:  # remote-code models without the argument
