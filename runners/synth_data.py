@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -241,16 +242,27 @@ TASK_NAMES = {"weather": _weather, "currency": _currency, "alarm": _alarm, "flig
               "translate": _translate, "orders_chain": _orders_chain, "landmark_chain": _landmark_chain}
 
 
-def _task_lists(tasks: list[str] | None) -> tuple[list, list]:
-    """(single-call templates, chained templates) to draw from; ``None`` = all of them, in their
-    fixed order (so the default keeps every record as it was)."""
+@lru_cache(maxsize=32)
+def _task_lists(tasks: tuple[str, ...] | None, tool_response_fraction: float, two_call_fraction: float,
+                multi_turn_fraction: float) -> tuple[list, list]:
+    """(single-call templates, chained templates) to draw from, checked against the fractions once
+    per configuration (not per record); ``None`` = all of them, in their fixed order (so the default
+    keeps every record as it was)."""
     if tasks is None:
-        return SINGLE_TASKS, CHAIN_TASKS
-    unknown = sorted(set(tasks) - set(TASK_NAMES))
-    if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_NAMES)}")
-    chosen = [TASK_NAMES[t] for t in TASK_NAMES if t in set(tasks)]
-    return [t for t in chosen if t in SINGLE_TASKS], [t for t in chosen if t in CHAIN_TASKS]
+        single, chain = SINGLE_TASKS, CHAIN_TASKS
+    else:
+        unknown = sorted(set(tasks) - set(TASK_NAMES))
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_NAMES)}")
+        chosen = [TASK_NAMES[t] for t in TASK_NAMES if t in tasks]
+        single, chain = [t for t in chosen if t in SINGLE_TASKS], [t for t in chosen if t in CHAIN_TASKS]
+    if tool_response_fraction > 0 and not chain:
+        raise ValueError("tool_response_fraction > 0 needs a chained task (orders_chain or landmark_chain) in tasks")
+    if two_call_fraction > 0 and len(single) < 2:
+        raise ValueError("two_call_fraction > 0 needs at least two single-call tasks in tasks")
+    if not single and tool_response_fraction + two_call_fraction + multi_turn_fraction < 1:
+        raise ValueError("tasks has no single-call task, but some records would be single-call ones")
+    return single, chain
 
 
 # -- multi-turn tasks: the final call needs a value only the executed tool knows -------------------
@@ -300,13 +312,8 @@ def make_record(seed: int, index: int, tool_response_fraction: float = 0.25, two
     share after the other two kinds, so at 0 (the default) every record is what it always was."""
     r = random.Random(f"rlreg-synth:{seed}:{index}")
     w = Wording(wording)
-    single_tasks, chain_tasks = _task_lists(tasks)
-    if tool_response_fraction > 0 and not chain_tasks:
-        raise ValueError("tool_response_fraction > 0 needs a chained task (orders_chain or landmark_chain) in tasks")
-    if two_call_fraction > 0 and len(single_tasks) < 2:
-        raise ValueError("two_call_fraction > 0 needs at least two single-call tasks in tasks")
-    if not single_tasks and tool_response_fraction + two_call_fraction + multi_turn_fraction < 1:
-        raise ValueError("tasks has no single-call task, but some records would be single-call ones")
+    single_tasks, chain_tasks = _task_lists(tuple(tasks) if tasks is not None else None, tool_response_fraction,
+                                            two_call_fraction, multi_turn_fraction)
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPT}]
     roll = r.random()
     if roll < tool_response_fraction:

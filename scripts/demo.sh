@@ -16,14 +16,15 @@ mlflow run . -P spec=demo-sft --env-manager local --experiment-name rlreg-demo
 # processes; each logs to demo-logs/<spec>.log, and the script stops with the first failure's log.
 mkdir -p demo-logs
 echo; echo "== training GRPO and EGPO side by side (logs: demo-logs/demo-grpo.log, demo-logs/demo-egpo.log) =="
+arms=(demo-grpo demo-egpo)
 pids=()
-for spec in demo-grpo demo-egpo; do
+for spec in "${arms[@]}"; do
   mlflow run . -P spec=$spec --env-manager local --experiment-name rlreg-demo > demo-logs/$spec.log 2>&1 &
   pids+=($!)
 done
 status=0
-for i in 0 1; do
-  spec=$([ $i = 0 ] && echo demo-grpo || echo demo-egpo)
+for i in "${!arms[@]}"; do
+  spec=${arms[$i]}
   if wait "${pids[$i]}"; then
     tail -n 12 demo-logs/$spec.log
   else
